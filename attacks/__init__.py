@@ -1,0 +1,7 @@
+"""Attack plug-ins: every module in this package registers one attack on import."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

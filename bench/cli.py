@@ -1,0 +1,279 @@
+"""The ``bench`` command line: run, resume, results, ls, toy, perf."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from bench.errors import BenchError
+
+EPILOG_RUN = """examples:
+  bench run --defense dp_ddpm --attack pgd_eot                    # toy suite, 64 images, PGD20-EoT10
+  bench run --defense dp_ddim --attack pgd_eot --setting dw_fwd --defense-opt nfe=10
+  bench run --defense dp_ddpm --attack pgd_eot --norm l2 --eps 1.0 --n-samples 16 --db sqlite:///my.sqlite
+"""
+
+
+def _load_plugins() -> None:
+    import attacks  # noqa: F401  (registers attack plug-ins)
+    import defenses  # noqa: F401  (registers defense plug-ins)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    _load_plugins()
+    from bench.attack import ATTACKS
+    from bench.data import DATASETS
+    from bench.defense import DEFENSES
+    from bench.settings import SETTING_DESCRIPTIONS
+
+    sections: dict[str, list[tuple[str, str]]] = {
+        "defenses": [(n, c.description) for n, c in DEFENSES.items()],
+        "attacks": [(n, c.description) for n, c in ATTACKS.items()],
+        "settings": list(SETTING_DESCRIPTIONS.items()),
+        "datasets": [(d, "") for d in DATASETS],
+    }
+    wanted = [args.what] if args.what else list(sections)
+    for name in wanted:
+        print(f"{name}:")
+        width = max(len(n) for n, _ in sections[name])
+        for entry, description in sections[name]:
+            print(f"  {entry:<{width}}  {description}".rstrip())
+    return 0
+
+
+def _progress_bar(description: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, initial=done, desc=description, unit="img", file=sys.stderr,
+                              dynamic_ncols=True, disable=None)
+        else:
+            bar["bar"].update(done - bar["bar"].n)
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def _format_summary(run: Any) -> str:
+    metrics = run.metrics
+    draws = metrics["draws"]
+    lines = [
+        f"run {run.id}: {run.defense} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
+        f"on {run.dataset}, n={metrics['n']} samples x {draws} noise draws, NFE {run.nfe}, "
+        f"{run.wall_seconds:.1f}s",
+        f"{'accuracy':<16}{'clean [95% CI]':<26}{'robust [95% CI]':<26}",
+    ]
+    for key, label in (("expected", "expected"), ("worst", f"worst-of-{draws}"), ("majority", "majority vote")):
+        cells = []
+        for part in ("clean", "robust"):
+            m = metrics[part][key]
+            cells.append(f"{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]")
+        lines.append(f"{label:<16}{cells[0]:<26}{cells[1]:<26}")
+    return "\n".join(lines)
+
+
+def _finish(engine: Any, run_id: str) -> int:
+    from sqlalchemy.orm import Session
+
+    from bench.runner import execute_run
+    from bench.store import get_run
+
+    try:
+        execute_run(engine, run_id, progress=_progress_bar(f"run {run_id}"))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {run_id}", file=sys.stderr)
+        return 130
+    except BenchError as err:
+        print(f"bench: error: {err}\nrun {run_id} is marked failed; see `bench results --all`.", file=sys.stderr)
+        return 1
+    with Session(engine) as session:
+        print(_format_summary(get_run(session, run_id)))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _load_plugins()
+    from bench.config import parse_overrides
+    from bench.runner import RunRequest, create_run
+    from bench.store import open_store
+
+    request = RunRequest(
+        defense=args.defense, attack=args.attack, setting=args.setting, norm=args.norm, eps=args.eps,
+        step_size=args.step_size, dataset=args.dataset, n_samples=args.n_samples, start_index=args.start_index,
+        seed=args.seed, eval_draws=args.draws, batch_size=args.batch_size,
+        defense_options=parse_overrides(args.defense_opt), attack_options=_attack_options(args),
+        device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
+    )
+    engine = open_store(args.db)
+    run_id = create_run(engine, request)
+    print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
+    return _finish(engine, run_id)
+
+
+def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.config import parse_overrides
+
+    options: dict[str, Any] = parse_overrides(args.attack_opt)
+    for key in ("steps", "eot"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.random_start:
+        options["random_start"] = True
+    return options
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    _load_plugins()
+    from bench.store import open_store
+
+    return _finish(open_store(args.db), args.run_id)
+
+
+RESULT_COLUMNS = [
+    "run_id", "status", "defense", "attack", "setting", "norm", "eps", "dataset", "n_samples", "draws", "nfe",
+    "clean_acc", "clean_ci_low", "clean_ci_high", "robust_acc", "robust_ci_low", "robust_ci_high",
+    "robust_worst", "robust_majority", "seed", "wall_seconds", "device", "git_commit", "created_at",
+]
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bench.store import Run, open_store
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        query = select(Run).order_by(Run.created_at)
+        if not args.all:
+            query = query.where(Run.status == "complete")
+        rows = []
+        for run in session.scalars(query):
+            robust = (run.metrics or {}).get("robust", {})
+            rows.append({
+                "run_id": run.id, "status": run.status, "defense": run.defense, "attack": run.attack,
+                "setting": run.setting, "norm": run.norm, "eps": run.eps, "dataset": run.dataset,
+                "n_samples": run.n_samples, "draws": run.eval_draws, "nfe": run.nfe,
+                "clean_acc": run.clean_acc, "clean_ci_low": run.clean_ci_low, "clean_ci_high": run.clean_ci_high,
+                "robust_acc": run.robust_acc, "robust_ci_low": run.robust_ci_low, "robust_ci_high": run.robust_ci_high,
+                "robust_worst": robust.get("worst", {}).get("acc"), "robust_majority": robust.get("majority", {}).get("acc"),
+                "seed": run.seed, "wall_seconds": round(run.wall_seconds, 2), "device": run.device,
+                "git_commit": run.git_commit, "created_at": run.created_at.isoformat(timespec="seconds"),
+            })
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if args.format == "json":
+        print(json.dumps(json.loads(frame.to_json(orient="records")), indent=2))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif frame.empty:
+        print("no runs stored yet" + ("" if args.all else " (use --all to include unfinished runs)"))
+    else:
+        shown = frame[["run_id", "status", "defense", "attack", "setting", "norm", "eps", "dataset", "n_samples",
+                       "clean_acc", "robust_acc", "robust_ci_low", "robust_ci_high", "wall_seconds"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _cmd_toy_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.toy import ASSETS, ToyTrainConfig, train_toy_suite
+
+    config = ToyTrainConfig(seed=args.seed, unet_steps=args.unet_steps)
+    manifest = train_toy_suite(config, Path(args.out) if args.out else ASSETS, progress=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"metrics": manifest["metrics"], "files": manifest["files"]}, indent=2))
+    return 0
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import run_perf
+
+    print(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark diffusion-based purification defenses.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("ls", help="list defenses, attacks, settings and datasets")
+    ls.add_argument("what", nargs="?", choices=["defenses", "attacks", "settings", "datasets"])
+    ls.set_defaults(func=_cmd_ls)
+
+    run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
+                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--defense", required=True, help="defense name (see `bench ls defenses`)")
+    run.add_argument("--attack", required=True, help="attack name (see `bench ls attacks`)")
+    run.add_argument("--setting", default="white", help="white | dw_fwd | dw_both | dw_semi:K (default: white)")
+    run.add_argument("--norm", default="linf", help="linf | l2 (default: linf)")
+    run.add_argument("--eps", type=float, help="perturbation budget (default: the dataset's, e.g. 8/255 on CIFAR)")
+    run.add_argument("--step-size", type=float, help="attack step size (default: the dataset's, scaled with --eps)")
+    run.add_argument("--steps", type=int, help="attack iterations (pgd_eot default 20)")
+    run.add_argument("--eot", type=int, help="EoT samples per step (pgd_eot default 10)")
+    run.add_argument("--random-start", action="store_true", help="start PGD from a random point in the ball")
+    run.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
+    run.add_argument("--n-samples", type=int, default=64, help="number of test images, from --start-index (default 64)")
+    run.add_argument("--start-index", type=int, default=0, help="first test index (default 0)")
+    run.add_argument("--seed", type=int, default=0, help="run seed: determines every noise draw (default 0)")
+    run.add_argument("--draws", type=int, default=10, help="final-evaluation noise draws K per input (default 10)")
+    run.add_argument("--batch-size", type=int, default=64, help="images per batch (results do not depend on it)")
+    run.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="defense option, e.g. nfe=10")
+    run.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="attack option, e.g. random_start=true")
+    run.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    run.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 (default float32)")
+    run.add_argument("--checkpoint", default="auto", help="never | always | auto (default auto: when over budget)")
+    run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory, half the RAM on CPU)")
+    run.add_argument("--db", help="SQLAlchemy URL or SQLite file (default results/bench.sqlite; $BENCH_DB)")
+    run.set_defaults(func=_cmd_run)
+
+    resume = sub.add_parser("resume", help="finish an interrupted run")
+    resume.add_argument("run_id")
+    resume.add_argument("--db")
+    resume.set_defaults(func=_cmd_resume)
+
+    results = sub.add_parser("results", help="list stored runs")
+    results.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    results.add_argument("--all", action="store_true", help="include running, failed and interrupted runs")
+    results.add_argument("--db")
+    results.set_defaults(func=_cmd_results)
+
+    toy = sub.add_parser("toy", help="the toy suite")
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True)
+    train = toy_sub.add_parser("train", help="train the toy DDPM and classifier and write their weights")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--unet-steps", type=int, default=6000)
+    train.add_argument("--out", help="output folder (default: bench/toy_assets, the committed copy)")
+    train.set_defaults(func=_cmd_toy_train)
+
+    perf = sub.add_parser("perf", help="measure gradient cost, checkpoint memory and EoT batching")
+    perf.add_argument("--model", action="append", choices=["toy", "cifar10-ddpm"],
+                      help="UNet(s) to measure (default: both)")
+    perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
+    perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
+    perf.add_argument("--repeats", type=int, default=3, help="timing repeats (median is reported)")
+    perf.set_defaults(func=_cmd_perf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

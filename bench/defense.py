@@ -1,0 +1,104 @@
+"""The defense plug-in interface and the defended classifier (purifier + classifier)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.errors import NonFiniteOutputError
+from bench.noise import NoiseBatch, StreamSpec
+from bench.registry import Registry
+
+
+class Defense(nn.Module, ABC):
+    """A purification defense: ``purify(x, noise) -> x_pur`` with all randomness in ``noise``.
+
+    Subclasses set ``name``, ``description``, ``config_cls`` (a frozen dataclass) and
+    implement :meth:`noise_spec`, :meth:`purify`, :meth:`pretrained` and :meth:`for_testing`.
+    A defense must never draw random numbers itself.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config_cls: ClassVar[type[Any]]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @abstractmethod
+    def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
+        """Named streams this defense consumes for one sample of shape (C, H, W)."""
+
+    @abstractmethod
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+        """Purify ``x`` (B, C, H, W) in [0, 1] using ``noise``; returns (B, C, H, W) in [0, 1].
+
+        With ``checkpoint`` and grad enabled, each reverse step runs under non-reentrant
+        ``torch.utils.checkpoint`` (its noise is an input, so recomputation is exact).
+        """
+
+    @property
+    def network_calls(self) -> int:
+        """Denoiser evaluations per purification (0 for no purification)."""
+        return 0
+
+    @property
+    def nfe(self) -> int:
+        """NFE in the paper's convention (number of reverse steps)."""
+        return 0
+
+    @classmethod
+    @abstractmethod
+    def pretrained(cls, dataset: str, config: Any) -> Defense:
+        """The defense with its released weights for ``dataset``; missing weights raise
+        :class:`bench.errors.MissingAssetError` saying how to obtain them."""
+
+    @classmethod
+    @abstractmethod
+    def for_testing(cls, config: Any | None = None, channels: int = 1, size: int = 8) -> Defense:
+        """A tiny random-weight instance for tests."""
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def register_defense(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: register a :class:`Defense` subclass under ``name``."""
+
+    def decorator(cls: type[Defense]) -> type[Defense]:
+        cls.name = name
+        return DEFENSES.register(name)(cls)
+
+    return decorator
+
+
+class DefendedClassifier(nn.Module):
+    """``classifier(defense.purify(x, noise))`` with a NaN/Inf guard on the purified image."""
+
+    def __init__(self, defense: Defense, classifier: nn.Module) -> None:
+        super().__init__()
+        self.defense = defense
+        self.classifier = classifier
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise: NoiseBatch,
+        sample_ids: list[int] | None = None,
+        checkpoint: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, num_classes) for ``x`` (B, C, H, W) in [0, 1]."""
+        purified = self.defense.purify(x, noise, checkpoint=checkpoint)
+        finite = torch.isfinite(purified.detach()).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            where = [sample_ids[i] for i in bad] if sample_ids is not None else bad
+            raise NonFiniteOutputError(
+                f"defense {self.defense.name!r} produced NaN/Inf purified images for sample "
+                f"index(es) {sorted(set(where))}; no result was stored for them"
+            )
+        return self.classifier(purified)

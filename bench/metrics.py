@@ -1,0 +1,54 @@
+"""Accuracy summaries over K stochastic evaluation draws, with 95% Wilson intervals."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``accuracy`` observed on ``n`` samples.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0 or 1.
+    For expected accuracy (a mean of per-sample fractions) it is applied with n = number of
+    samples, which is conservative: per-sample means vary less than Bernoulli outcomes.
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denom
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def majority_vote(predictions: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Most frequent class per row of (N, K) predictions; ties go to the smallest class."""
+    classes = int(num_classes or int(predictions.max()) + 1)
+    counts = torch.zeros(predictions.shape[0], classes, dtype=torch.long)
+    counts.scatter_add_(1, predictions.long(), torch.ones_like(predictions, dtype=torch.long))
+    return counts.argmax(dim=1)  # argmax returns the first maximal index
+
+
+def summarize(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, Any]:
+    """Expected (mean over draws), worst-of-K and majority-vote accuracy with 95% CIs.
+
+    Args:
+        labels: (N,) true classes.
+        predictions: (N, K) predicted class of each sample under each of K noise draws.
+    """
+    n, k = predictions.shape
+    correct = predictions == labels[:, None]
+    values = {
+        "expected": correct.float().mean(dim=1).mean().item() if n else 0.0,
+        "worst": correct.all(dim=1).float().mean().item() if n else 0.0,
+        "majority": (majority_vote(predictions) == labels).float().mean().item() if n else 0.0,
+    }
+    out: dict[str, Any] = {"n": n, "draws": k}
+    for name, value in values.items():
+        low, high = wilson_interval(value, n)
+        out[name] = {"acc": value, "ci_low": low, "ci_high": high}
+    return out

@@ -1,0 +1,33 @@
+"""DP_DDIM: DiffPure-style purification with deterministic DDIM (eta = 0).
+
+ADDT paper Section 4.1; diffusers ``DDIMScheduler`` (clip_sample, set_alpha_to_one) as in
+the ADDT reference code. Only the ``forward`` stream is random; ``reverse`` is empty.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler
+
+from bench.defense import register_defense
+from bench.diffusion import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
+
+
+@register_defense("dp_ddim")
+class DPDDIM(TruncatedDiffusionPurifier):
+    description = "DDIM purification (t*=100, eta=0: only the forward noise is random)"
+
+    def make_scheduler(self, config: TruncatedDiffusionConfig) -> DDIMScheduler:
+        scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, clip_sample=True)
+        # 'leading' spacing with T/stride steps contains t_star, t_star - stride, ..., 0 and
+        # makes DDIMScheduler.step use prev_t = t - stride.
+        scheduler.set_timesteps(config.num_train_timesteps // config.stride)
+        return scheduler
+
+    def reverse_stochastic_steps(self) -> int:
+        return 0
+
+    def reverse_step(
+        self, eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.scheduler.step(eps, t, x, eta=0.0).prev_sample
