@@ -38,6 +38,10 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests that register temporary plug-ins)."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """Return the plug-in called ``name``; unknown names raise with suggestions."""
         try:

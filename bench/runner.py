@@ -105,9 +105,10 @@ def build_components(
         raise ConfigError(f"--dtype {runtime['dtype']!r} is not one of {', '.join(DTYPES)}")
     device, dtype = _device(runtime["device"]), DTYPES[runtime["dtype"]]
     attack_obj = attack_cls(build_config(attack_cls.config_cls, attack_config))
-    split = load_test_split(dataset)
+    # Models first: a missing checkpoint should fail before a dataset download starts.
     defense_obj = defense_cls.pretrained(dataset, build_config(defense_cls.config_cls, defense_config))
     model = DefendedClassifier(defense_obj, load_classifier(dataset)).to(device=device, dtype=dtype).eval()
+    split = load_test_split(dataset)
     budget = parse_bytes(runtime["memory_budget"]) if runtime.get("memory_budget") else default_budget(device)
     return Components(model, attack_obj, parsed_setting, split, device, dtype, runtime["checkpoint"], budget)
 

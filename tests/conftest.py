@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random-weight models so most tests run in well under a second."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attacks  # noqa: F401  (registers plug-ins)
+import defenses  # noqa: F401
+from bench.defense import DEFENSES, DefendedClassifier
+from bench.memory import MemoryPlan
+from bench.noise import NoiseSource
+from bench.settings import parse_setting
+from bench.target import StochasticTarget
+
+
+class TinyClassifier(nn.Module):
+    """A random conv classifier for (B, C, 8, 8) inputs in [0, 1]."""
+
+    def __init__(self, channels: int = 1, classes: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 64, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_model(defense_name: str, dtype: torch.dtype = torch.float32, **config: object) -> DefendedClassifier:
+    cls = DEFENSES.get(defense_name)
+    defense = cls.for_testing(cls.config_cls(**config) if config else None)
+    return DefendedClassifier(defense, TinyClassifier()).to(dtype).eval().requires_grad_(False)
+
+
+def make_target(model: DefendedClassifier, setting: str, sample_ids: list[int], seed: int = 0, checkpoint: bool = False, chunk: int = 10_000) -> StochasticTarget:
+    plan = MemoryPlan(checkpoint, chunk, 1)
+    return StochasticTarget(model, parse_setting(setting), NoiseSource(seed), sample_ids, plan, MemoryPlan(False, chunk, 1))
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return 0.2 + 0.6 * torch.rand(4, 1, 8, 8, generator=generator)

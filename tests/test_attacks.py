@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from bench.attack import ATTACKS, project
+from bench.classifiers import load_classifier
+from bench.config import build_config
+from bench.data import load_test_split
+from bench.defense import DEFENSES, DefendedClassifier
+from bench.errors import ConfigError
+from bench.runner import THREAT_DEFAULTS
+from tests.conftest import make_target, tiny_model
+
+PGD = ATTACKS.get("pgd_eot")
+
+
+def test_dw_both_attack_forward_reproduces_the_evaluation(images: torch.Tensor) -> None:
+    model = tiny_model("dp_ddpm")
+    y = torch.tensor([0, 1, 2, 3])
+    target = make_target(model, "dw_both", [4, 5, 6, 7], seed=3)
+    x_adv = PGD(build_config(PGD.config_cls, {"eps": 0.1, "step_size": 0.05, "steps": 3, "eot": 5})).perturb(target, images, y)
+    attack_logits = target.attack_logits(x_adv, step=99)
+    eval_preds = target.eval_predictions(x_adv, draws=4)
+    assert (eval_preds == eval_preds[:, :1]).all(), "dw_both evaluation draws must be identical"
+    assert torch.equal(attack_logits.argmax(1), eval_preds[:, 0])
+
+
+def test_white_evaluation_uses_noise_the_attacker_never_saw(images: torch.Tensor) -> None:
+    model = tiny_model("dp_ddpm")
+    target = make_target(model, "white", [0, 1, 2, 3])
+    with torch.no_grad():
+        attack = torch.stack([target.attack_logits(images, step=0, draw=d) for d in range(3)])
+    evals = target.eval_predictions(images, draws=3)
+    assert evals.shape == (4, 3)
+    assert not torch.allclose(attack[0], attack[1])
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.3)])
+def test_pgd_stays_in_the_ball_and_box(norm: str, eps: float, images: torch.Tensor) -> None:
+    model = tiny_model("dp_ddim")
+    target = make_target(model, "white", [0, 1, 2, 3])
+    config = build_config(PGD.config_cls, {"norm": norm, "eps": eps, "step_size": eps / 2, "steps": 3, "eot": 2, "random_start": True})
+    x_adv = PGD(config).perturb(target, images, torch.tensor([0, 1, 2, 3]))
+    delta = (x_adv - images).flatten(1)
+    size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-6).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (size > 0).all()
+
+
+def test_projection_l2_scales_onto_the_sphere() -> None:
+    x = torch.full((1, 1, 2, 2), 0.5)
+    out = project(x, x + torch.tensor([0.3, 0.4, 0.0, 0.0]).view(1, 1, 2, 2), "l2", 0.25)
+    assert (out - x).flatten().norm() == pytest.approx(0.25, rel=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"eps": 0.0}, "eps=0.0 must be a positive"),
+    ({"eps": 2.0}, "valid: 0 < eps <= 1"),
+    ({"eps": -1.0, "norm": "l2"}, "must be a positive"),
+    ({"norm": "l1"}, "is not one of 'linf', 'l2'"),
+    ({"steps": 0}, "steps=0 must be at least 1"),
+    ({"eot": 0}, "eot=0"),
+    ({"eps": "abc"}, "'abc' is not a valid float"),
+    ({"foo": 1}, "no option\\(s\\) foo; valid options: eot, eps, norm"),
+])
+def test_bad_attack_config_errors(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(PGD.config_cls, options)
+
+
+def test_pgd_breaks_the_undefended_toy_classifier() -> None:
+    """PGD-20 ℓ∞ at the toy ε drives the classifier alone to ≤ 2% robust accuracy."""
+    split = load_test_split("toy")
+    x, y = split.images[:200], split.labels[:200]
+    model = DefendedClassifier(DEFENSES.get("none").pretrained("toy", DEFENSES.get("none").config_cls()), load_classifier("toy"))
+    eps, step = THREAT_DEFAULTS["toy"]["linf"]
+    target = make_target(model, "white", list(range(200)))
+    x_adv = PGD(build_config(PGD.config_cls, {"eps": eps, "step_size": step})).perturb(target, x, y)
+    clean = (target.eval_predictions(x, 1)[:, 0] == y).float().mean()
+    robust = (target.eval_predictions(x_adv, 1)[:, 0] == y).float().mean()
+    assert clean > 0.9
+    assert robust <= 0.02, f"robust accuracy {robust:.3f} at eps={eps}"

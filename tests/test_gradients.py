@@ -1,0 +1,68 @@
+"""Exact gradients through the whole purification chain."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.noise import NoiseSource
+from tests.conftest import make_target, tiny_model
+
+
+def _loss_fn(model, noise, y):
+    return lambda x: F.cross_entropy(model(x, noise), y, reduction="sum")
+
+
+@pytest.mark.parametrize("name", ["dp_ddpm", "dp_ddim"])
+def test_gradient_matches_central_finite_differences(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name, dtype=torch.float64)
+    x = (0.3 + 0.4 * torch.rand(2, 1, 8, 8, dtype=torch.float64))
+    y = torch.tensor([3, 7])
+    spec = model.defense.noise_spec((1, 8, 8))
+    noise = NoiseSource(0).batch(spec, [0, 1], [{s: ("k",) for s in spec}] * 2).to("cpu", torch.float64)
+    loss = _loss_fn(model, noise, y)
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(x_req), x_req)
+    h = 1e-6
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        v = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            numeric = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
+        analytic = (grad * v).sum()
+        rel = abs(float(numeric - analytic)) / max(abs(float(analytic)), 1e-12)
+        assert rel < 1e-6, f"{name}: finite differences {float(numeric)} vs autograd {float(analytic)} (rel {rel:.2e})"
+
+
+@pytest.mark.parametrize("name", ["dp_ddpm", "dp_ddim"])
+def test_checkpointed_gradient_equals_plain_gradient(name: str, images: torch.Tensor) -> None:
+    model = tiny_model(name)
+    y = torch.tensor([0, 1, 2, 3])
+    plain, _ = make_target(model, "white", [0, 1, 2, 3]).eot_gradient(images, y, step=0, eot=3)
+    ckpt, _ = make_target(model, "white", [0, 1, 2, 3], checkpoint=True).eot_gradient(images, y, step=0, eot=3)
+    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+
+
+def test_eot_gradient_does_not_depend_on_chunking(images: torch.Tensor) -> None:
+    model = tiny_model("dp_ddpm")
+    y = torch.tensor([0, 1, 2, 3])
+    whole, _ = make_target(model, "white", [0, 1, 2, 3]).eot_gradient(images, y, step=2, eot=4)
+    chunked, _ = make_target(model, "white", [0, 1, 2, 3], chunk=3).eot_gradient(images, y, step=2, eot=4)
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-6)
+    # a sample's gradient is the same when it is attacked alone
+    alone, _ = make_target(model, "white", [2]).eot_gradient(images[2:3], y[2:3], step=2, eot=4)
+    torch.testing.assert_close(alone, whole[2:3], rtol=1e-4, atol=1e-6)
+
+
+def test_eot_gradient_is_the_sum_over_draws(images: torch.Tensor) -> None:
+    model = tiny_model("dp_ddpm")
+    y = torch.tensor([0, 1, 2, 3])
+    target = make_target(model, "white", [0, 1, 2, 3])
+    total, _ = target.eot_gradient(images, y, step=0, eot=2)
+    spec = model.defense.noise_spec((1, 8, 8))
+    parts = []
+    for draw in range(2):
+        noise = target.noise.batch(spec, [0, 1, 2, 3], [target.setting.attack_keys(spec, 0, draw)] * 4)
+        x = images.clone().requires_grad_(True)
+        parts.append(torch.autograd.grad(F.cross_entropy(model(x, noise), y, reduction="sum"), x)[0])
+    torch.testing.assert_close(total, parts[0] + parts[1], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from bench.metrics import majority_vote, summarize, wilson_interval
+
+
+def test_wilson_matches_reference_values() -> None:
+    # 8 of 10: Wilson 95% interval (0.4902, 0.9433) (Agresti & Coull 1998 formula).
+    low, high = wilson_interval(0.8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+
+
+def test_wilson_is_not_degenerate_at_the_edges() -> None:
+    low, high = wilson_interval(0.0, 64)
+    assert low == 0.0 and 0.05 < high < 0.06
+    low, high = wilson_interval(1.0, 64)
+    assert 0.94 < low < 0.95 and high == 1.0
+
+
+def test_majority_vote_breaks_ties_towards_smallest_class() -> None:
+    preds = torch.tensor([[2, 1, 2, 1], [3, 3, 0, 5]])
+    assert majority_vote(preds).tolist() == [1, 3]
+
+
+def test_summarize_expected_worst_majority() -> None:
+    labels = torch.tensor([0, 1, 2])
+    preds = torch.tensor([[0, 0, 0, 0], [1, 1, 0, 0], [2, 5, 5, 2]])
+    out = summarize(labels, preds)
+    assert out["n"] == 3 and out["draws"] == 4
+    assert out["expected"]["acc"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert out["worst"]["acc"] == pytest.approx(1 / 3)
+    assert out["majority"]["acc"] == pytest.approx(2 / 3)  # sample 2 ties 2 vs 5 -> 2
+    for part in ("expected", "worst", "majority"):
+        assert out[part]["ci_low"] <= out[part]["acc"] <= out[part]["ci_high"]
