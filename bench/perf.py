@@ -1,0 +1,157 @@
+"""``bench perf``: the cost of exact-gradient attacks, measured as ratios within one run.
+
+(a) PGD-EoT step time / compute floor, where the floor is ``network_calls x`` (UNet
+    forward+backward) ``+`` classifier forward+backward, each timed on the same stacked
+    batch in the same process; without recomputation and with per-step checkpointing.
+(b) Peak memory of one checkpointed gradient at 100 vs 10 reverse steps: the peak of
+    bytes alive in storages allocated during it (:class:`bench.memtrack.PeakMemory`).
+(c) EoT as one stacked batch vs EoT as a loop of single draws (same noise, same math).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.defense import DefendedClassifier
+from bench.diffusion import TruncatedDiffusionConfig
+from bench.memory import MemoryPlan
+from bench.noise import NoiseSource
+from bench.settings import parse_setting
+from bench.target import StochasticTarget
+
+TIMING_NFE = 10  # reverse steps for the timing ratios (the ratio does not depend on it)
+DEFAULT_BATCH = {"toy": 16, "cifar10-ddpm": 1}
+
+
+def _models(name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """(UNet, classifier, sample shape) for ``toy`` (committed weights) or
+    ``cifar10-ddpm`` (google/ddpm-cifar10-32 architecture and RobustBench WRN-28-10, random weights)."""
+    if name == "toy":
+        from bench.toy import load_toy_classifier, load_toy_unet
+
+        return load_toy_unet(), load_toy_classifier(), (1, 8, 8)
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, downsample_padding=0,
+    )
+    from bench.compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    classifier = WideResNet(28, 10)
+    return unet.eval().requires_grad_(False), classifier.eval().requires_grad_(False), (3, 32, 32)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkpoint: bool) -> StochasticTarget:
+    from defenses.dp_ddpm import DPDDPM
+
+    model = DefendedClassifier(DPDDPM(TruncatedDiffusionConfig(nfe=nfe), unet), classifier).eval()
+    plan = MemoryPlan(checkpoint, 1 << 30, 1)
+    return StochasticTarget(model, parse_setting("white"), NoiseSource(0), list(range(batch)), plan, plan)
+
+
+def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
+    unet, classifier, shape = _models(name)
+    stacked = batch * eot
+    x = torch.rand(batch, *shape)
+    y = torch.zeros(batch, dtype=torch.long)
+
+    x_stacked = torch.rand(stacked, *shape) * 2 - 1
+    t = torch.full((stacked,), 50, dtype=torch.long)
+
+    def unet_fwd_bwd() -> None:
+        inp = x_stacked.clone().requires_grad_(True)
+        torch.autograd.grad(unet(inp, t).sample, inp, torch.ones_like(inp))
+
+    def classifier_fwd_bwd() -> None:
+        inp = torch.rand(stacked, *shape, requires_grad=True)
+        torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
+
+    unet_time = _median_time(unet_fwd_bwd, repeats)
+    classifier_time = _median_time(classifier_fwd_bwd, repeats)
+    calls = TIMING_NFE + 1
+    floor = calls * unet_time + classifier_time
+    result = {"unet_fwd_bwd_s": unet_time, "classifier_fwd_bwd_s": classifier_time, "floor_s": floor}
+    for checkpoint in (False, True):
+        target = _target(unet, classifier, TIMING_NFE, batch, checkpoint)
+        step = _median_time(lambda: target.eot_gradient(x, y, 0, eot), repeats)
+        label = "checkpoint" if checkpoint else "plain"
+        result[f"step_{label}_s"] = step
+        result[f"ratio_{label}"] = step / floor
+
+    # (c) EoT stacked into the batch vs a loop over single draws with the same noise
+    target = _target(unet, classifier, TIMING_NFE, batch, False)
+    spec = target.model.defense.noise_spec(shape)
+    keys = [target.setting.attack_keys(spec, 0, d) for d in range(eot)]
+    noise_all = target.noise.batch(spec, list(range(batch)) * eot, [k for k in keys for _ in range(batch)])
+    singles = [target.noise.batch(spec, list(range(batch)), [k] * batch) for k in keys]
+    result["eot_batch_s"] = _median_time(lambda: target.gradient_with_noise(x, y, noise_all, eot), repeats)
+    result["eot_loop_s"] = _median_time(lambda: [target.gradient_with_noise(x, y, n, 1) for n in singles], repeats)
+    result["eot_batch_over_loop"] = result["eot_batch_s"] / result["eot_loop_s"]
+    return result
+
+
+def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
+    """Peak bytes alive during one checkpointed purify+classify gradient (any device)."""
+    from bench.memtrack import PeakMemory
+
+    unet, classifier, shape = _models(name)
+    target = _target(unet, classifier, nfe, batch, True)
+    x = torch.rand(batch, *shape)
+    y = torch.zeros(batch, dtype=torch.long)
+    spec = target.model.defense.noise_spec(shape)
+    noise = target.noise.batch(spec, list(range(batch)), [target.setting.attack_keys(spec, 0, 0)] * batch)
+    with PeakMemory() as tracker:
+        target.gradient_with_noise(x, y, noise, 1)
+    return tracker.peak
+
+
+def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int = 4, repeats: int = 3) -> str:
+    """Run (a), (b), (c) for each model and return a Markdown report."""
+    lines = [
+        f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, EoT {eot}, timing NFE {TIMING_NFE} ({TIMING_NFE + 1} UNet calls), "
+        f"median of {repeats}",
+        "",
+        "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
+        "(b) peak mem 100 / 10 steps (checkpointed) | (c) EoT batch / loop time |",
+        "|---|---|---|---|---|---|",
+    ]
+    details = []
+    for name in models or ["toy", "cifar10-ddpm"]:
+        size = batch or DEFAULT_BATCH[name]
+        timing = measure_step_ratio(name, size, eot, repeats)
+        mem10 = peak_gradient_memory(name, 10, size)
+        mem100 = peak_gradient_memory(name, 100, size)
+        lines.append(
+            f"| {name} | {size} x {eot} | {timing['ratio_plain']:.3f} | {timing['ratio_checkpoint']:.3f} | "
+            f"{mem100 / max(mem10, 1):.3f} ({mem100 / 2**20:.1f} / {mem10 / 2**20:.1f} MiB) | "
+            f"{timing['eot_batch_over_loop']:.3f} |"
+        )
+        details.append(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()))
+    return "\n".join(lines + [""] + details)
+
