@@ -79,14 +79,14 @@ def _format_summary(run: Any) -> str:
     return "\n".join(lines)
 
 
-def _finish(engine: Any, run_id: str) -> int:
+def _finish(engine: Any, run_id: str, parts: Any = None) -> int:
     from sqlalchemy.orm import Session
 
     from bench.runner import execute_run
     from bench.store import get_run
 
     try:
-        execute_run(engine, run_id, progress=_progress_bar(f"run {run_id}"))
+        execute_run(engine, run_id, progress=_progress_bar(f"run {run_id}"), parts=parts)
     except KeyboardInterrupt:
         print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {run_id}", file=sys.stderr)
         return 130
@@ -101,7 +101,7 @@ def _finish(engine: Any, run_id: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     _load_plugins()
     from bench.config import parse_overrides
-    from bench.runner import RunRequest, create_run
+    from bench.runner import RunRequest, start_run
     from bench.store import open_store
 
     request = RunRequest(
@@ -112,9 +112,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
     )
     engine = open_store(args.db)
-    run_id = create_run(engine, request)
+    run_id, parts = start_run(engine, request)
     print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
-    return _finish(engine, run_id)
+    return _finish(engine, run_id, parts)
 
 
 def _attack_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from bench.errors import ConfigError, StoreError, UnknownNameError
 from bench.memory import default_budget, parse_bytes, plan_gradient, plan_inference
 from bench.metrics import summarize
 from bench.noise import NoiseSource
-from bench.provenance import collect_provenance, package_versions, git_commit
+from bench.provenance import collect_provenance, git_commit
 from bench.settings import Setting, parse_setting
 from bench.store import Run, SampleResult, get_run, utcnow
 from bench.target import StochasticTarget
@@ -115,6 +115,12 @@ def build_components(
 
 def create_run(engine: Engine, request: RunRequest) -> str:
     """Validate ``request``, store a new run row (status ``running``) and return its id."""
+    return start_run(engine, request)[0]
+
+
+def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
+    """Like :func:`create_run`, also returning the built components so that
+    :func:`execute_run` does not load the models a second time."""
     if request.dataset not in THREAT_DEFAULTS:
         raise UnknownNameError(f"Unknown dataset {request.dataset!r}. Valid datasets: {', '.join(DATASETS)}.")
     if request.norm not in THREAT_DEFAULTS[request.dataset]:
@@ -156,13 +162,15 @@ def create_run(engine: Engine, request: RunRequest) -> str:
     )
     with Session(engine) as session, session.begin():
         session.add(run)
-    return run_id
+    return run_id, parts
 
 
 ProgressCallback = Callable[[int, int], None]
 
 
-def execute_run(engine: Engine, run_id: str, progress: ProgressCallback | None = None) -> dict[str, Any]:
+def execute_run(
+    engine: Engine, run_id: str, progress: ProgressCallback | None = None, parts: Components | None = None
+) -> dict[str, Any]:
     """Evaluate every sample of run ``run_id`` not yet stored, then store its summary.
 
     Batches are the fixed partition of the run's samples by ``batch_size``; each batch's
@@ -185,7 +193,7 @@ def execute_run(engine: Engine, run_id: str, progress: ProgressCallback | None =
     if stored_commit and current_commit and stored_commit != current_commit:
         log.warning("run %s was started at commit %s; resuming at %s", run_id, stored_commit, current_commit)
     _set_status(engine, run_id, "running", None)
-    parts = build_components(**spec)
+    parts = parts or build_components(**spec)
     noise = NoiseSource(seed)
     sample_shape = tuple(parts.split.images.shape[1:])
     try:
@@ -271,5 +279,3 @@ def _set_status(engine: Engine, run_id: str, status: str, error: str | None) -> 
         if run is not None:
             run.status, run.error, run.updated_at = status, error, utcnow()
 
-
-__all__ = ["RunRequest", "create_run", "execute_run", "finalize_run", "THREAT_DEFAULTS", "package_versions"]

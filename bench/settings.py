@@ -65,11 +65,6 @@ class Setting:
             return {s: KNOWN for s in streams}
         return {s: ("semi", draw) for s in streams}
 
-    @property
-    def eval_is_deterministic(self) -> bool:
-        """True when every evaluation draw uses the same noise (dw_both)."""
-        return self.kind == "dw_both"
-
     def eval_keys(self, streams: Iterable[str], run_seed: int, sample_id: int, draw: int) -> dict[str, Key]:
         """Keys of evaluation draw ``draw`` for one sample (clean and adversarial inputs
         use the same draws, so their outcomes are paired)."""

@@ -66,3 +66,16 @@ def test_eot_gradient_is_the_sum_over_draws(images: torch.Tensor) -> None:
         x = images.clone().requires_grad_(True)
         parts.append(torch.autograd.grad(F.cross_entropy(model(x, noise), y, reduction="sum"), x)[0])
     torch.testing.assert_close(total, parts[0] + parts[1], rtol=1e-5, atol=1e-6)
+
+
+def test_identical_draws_are_computed_once_with_their_multiplicity(images: torch.Tensor) -> None:
+    """dw_fwd on DDIM: every EoT draw has the same (forward) noise; the sum is eot x one draw."""
+    model = tiny_model("dp_ddim")
+    y = torch.tensor([0, 1, 2, 3])
+    target = make_target(model, "dw_fwd", [0, 1, 2, 3])
+    five, loss5 = target.eot_gradient(images, y, step=0, eot=5)
+    one, loss1 = target.eot_gradient(images, y, step=0, eot=1)
+    torch.testing.assert_close(five, 5 * one)
+    torch.testing.assert_close(loss5, loss1)
+    preds = target.eval_predictions(images, draws=4)
+    assert (preds == preds[:, :1]).all()

@@ -1,0 +1,66 @@
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import ConfigError, MissingAssetError
+from bench.memory import parse_bytes, plan_gradient, saved_bytes_per_sample
+from bench.toy import ASSETS, ToyTrainConfig, load_toy_classifier, load_toy_unet, train_classifier, train_unet
+from tests.conftest import tiny_model
+
+
+def test_committed_toy_assets_load_and_verify() -> None:
+    assert sum(p.numel() for p in load_toy_unet().parameters()) > 10_000
+    assert load_toy_classifier()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_corrupted_toy_asset_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "assets"
+    shutil.copytree(ASSETS, copy)
+    data = bytearray((copy / "toy_unet.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "toy_unet.safetensors").write_bytes(bytes(data))
+    with pytest.raises(MissingAssetError, match="SHA-256 .* corrupted or stale.*bench toy train"):
+        load_toy_unet(copy)
+    (copy / "toy_classifier.safetensors").unlink()
+    with pytest.raises(MissingAssetError, match="missing"):
+        load_toy_classifier(copy)
+
+
+def test_toy_training_is_reproducible_from_its_seed() -> None:
+    cfg = replace(ToyTrainConfig(), classifier_epochs=1, unet_steps=3, unet_batch=8)
+    a, _ = train_classifier(cfg)
+    b, _ = train_classifier(cfg)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    u, _ = train_unet(cfg)
+    v, _ = train_unet(cfg)
+    assert all(torch.equal(p, q) for p, q in zip(u.state_dict().values(), v.state_dict().values()))
+    w, _ = train_unet(replace(cfg, seed=1))
+    assert not all(torch.equal(p, q) for p, q in zip(u.state_dict().values(), w.state_dict().values()))
+
+
+@pytest.mark.parametrize("text, value", [("512MiB", 512 * 2**20), ("4GiB", 4 * 2**30), ("1.5GB", 1_500_000_000), ("100", 100)])
+def test_parse_bytes(text: str, value: int) -> None:
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("bad", ["lots", "4XB", "0GiB"])
+def test_parse_bytes_errors(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_bytes(bad)
+
+
+def test_auto_policy_checkpoints_only_over_budget() -> None:
+    model = tiny_model("dp_ddpm")
+    per_sample = saved_bytes_per_sample(model, (1, 8, 8), torch.device("cpu"), torch.float32)
+    roomy = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 100, 40)
+    assert not roomy.checkpoint and roomy.chunk_size == 40
+    tight = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 10, 40)
+    assert tight.checkpoint and tight.bytes_per_sample < per_sample and 1 <= tight.chunk_size <= 40
+    never = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "never", per_sample * 10, 40)
+    assert not never.checkpoint and never.chunk_size == 10
+    with pytest.raises(ConfigError, match="'sometimes' is not one of never, always, auto"):
+        plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "sometimes", 1, 1)
