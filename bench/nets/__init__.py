@@ -1,0 +1,1 @@
+"""Network definitions and checkpoint converters for the original DBP model releases."""

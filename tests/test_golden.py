@@ -1,0 +1,33 @@
+"""Our network modules reproduce the golden vectors of ../shared/fixtures (1e-4 relative),
+proving that they load the original checkpoints' tensors correctly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.golden_rules import FIXTURES, original_state_dict
+
+pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"golden fixtures not found at {FIXTURES}")
+RULES = [("sin", "golden.pt"), ("hash", "golden_hashrule.pt")]
+
+
+def relative_error(y: torch.Tensor, golden: torch.Tensor) -> float:
+    return float((y.double() - golden.double()).abs().max() / golden.double().abs().max())
+
+
+@pytest.mark.parametrize("rule, filename", RULES)
+def test_ddpm_pesser_converter_reproduces_golden(rule: str, filename: str) -> None:
+    from bench.nets.ddpm_unet import load_pesser_checkpoint
+
+    folder = "ddpm_pesser_cifar10"
+    golden = torch.load(FIXTURES / folder / filename, weights_only=True)
+    model = load_pesser_checkpoint(original_state_dict(folder, rule))
+    assert sum(p.numel() for p in model.parameters()) == 35_746_307
+    with torch.no_grad():
+        y = model(golden["x"], golden["t"]).sample
+        y1 = model(golden["x_batch1"], golden["t_batch1"]).sample
+        y2 = model(golden["x"][1:], golden["t"][1:]).sample
+    assert relative_error(y, golden["y"]) < 1e-4
+    assert relative_error(y1, golden["y_batch1"]) < 1e-4
+    assert relative_error(y2, golden["y_batch1_second"]) < 1e-4
