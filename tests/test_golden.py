@@ -31,3 +31,32 @@ def test_ddpm_pesser_converter_reproduces_golden(rule: str, filename: str) -> No
     assert relative_error(y, golden["y"]) < 1e-4
     assert relative_error(y1, golden["y_batch1"]) < 1e-4
     assert relative_error(y2, golden["y_batch1_second"]) < 1e-4
+
+
+@pytest.mark.parametrize("rule, filename", RULES)
+def test_ncsnpp_reproduces_golden(rule: str, filename: str) -> None:
+    from bench.nets.ncsnpp import NCSNpp
+
+    folder = "ncsnpp_ddpmpp_deep_cifar10"
+    golden = torch.load(FIXTURES / folder / filename, weights_only=True)
+    model = NCSNpp().eval()
+    assert sum(p.numel() for p in model.parameters()) == 106_632_579
+    model.load_state_dict(original_state_dict(folder, rule))  # strict: every name matches
+    with torch.no_grad():
+        y = model(golden["x"], golden["labels"])
+        y1 = model(golden["x_batch1"], golden["labels_batch1"])
+    assert relative_error(y, golden["y"]) < 1e-4
+    assert relative_error(y1, golden["y_batch1"]) < 1e-4
+
+
+def test_ncsnpp_parameter_order_matches_the_original() -> None:
+    """score_sde keeps EMA weights as a list in parameters() order: ours must be the same."""
+    import csv
+
+    from bench.nets.ncsnpp import NCSNpp
+
+    with open(FIXTURES / "ncsnpp_ddpmpp_deep_cifar10" / "parameters.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    ours = [(name, "x".join(map(str, p.shape))) for name, p in NCSNpp().named_parameters()]
+    theirs = [(row["name"], row["shape"]) for row in rows]
+    assert ours == theirs
