@@ -60,3 +60,22 @@ def test_ncsnpp_parameter_order_matches_the_original() -> None:
     ours = [(name, "x".join(map(str, p.shape))) for name, p in NCSNpp().named_parameters()]
     theirs = [(row["name"], row["shape"]) for row in rows]
     assert ours == theirs
+
+
+@pytest.mark.parametrize("rule, filename", RULES)
+def test_edm_songunet_reproduces_golden(rule: str, filename: str) -> None:
+    from bench.nets.songunet import EDMPrecond
+
+    folder = "edm_songunet_cifar10_vp"
+    golden = torch.load(FIXTURES / folder / filename, weights_only=True)
+    model = EDMPrecond().eval()
+    assert sum(p.numel() for p in model.parameters()) == 55_733_891
+    missing, unexpected = model.load_state_dict(original_state_dict(folder, rule), strict=False)
+    assert not unexpected and all(name.endswith("resample_filter") for name in missing)  # exempt constants
+    with torch.no_grad():
+        d = model(golden["x"], golden["sigma"])
+        f = model.model(golden["x"] / (0.25 + golden["sigma"].view(-1, 1, 1, 1) ** 2).sqrt(), golden["sigma"].log() / 4)
+        d1 = model(golden["x_batch1"], golden["sigma_batch1"])
+    assert relative_error(d, golden["y"]) < 1e-4
+    assert relative_error(f, golden["debug_F_x"]) < 1e-4
+    assert relative_error(d1, golden["y_batch1"]) < 1e-4
