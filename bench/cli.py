@@ -185,10 +185,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bench.toy import ASSETS, ToyTrainConfig, train_toy_suite
+    from bench.toy import ASSETS, TOY_MODELS, ToyTrainConfig, train_toy_suite
 
     config = ToyTrainConfig(seed=args.seed, unet_steps=args.unet_steps)
-    manifest = train_toy_suite(config, Path(args.out) if args.out else ASSETS, progress=lambda m: print(m, file=sys.stderr))
+    only = tuple(args.only.split(",")) if args.only else TOY_MODELS
+    manifest = train_toy_suite(config, Path(args.out) if args.out else ASSETS, progress=lambda m: print(m, file=sys.stderr), only=only)
     print(json.dumps({"metrics": manifest["metrics"], "files": manifest["files"]}, indent=2))
     return 0
 
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--unet-steps", type=int, default=6000)
     train.add_argument("--out", help="output folder (default: bench/toy_assets, the committed copy)")
+    train.add_argument("--only", help="comma-separated subset of classifier,ddpm,vp,edm (default: all)")
     train.set_defaults(func=_cmd_toy_train)
 
     perf = sub.add_parser("perf", help="measure gradient cost, checkpoint memory and EoT batching")

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
 from bench.errors import NonFiniteOutputError
 from bench.noise import NoiseBatch, StreamSpec
 from bench.registry import Registry
@@ -51,6 +53,10 @@ class Defense(nn.Module, ABC):
         """NFE in the paper's convention (number of reverse steps)."""
         return 0
 
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        """Combine per-path logits (B, paths, classes) of a multi-path defense into (B, classes)."""
+        raise NotImplementedError(f"defense {self.name!r} returned several paths but defines no combine()")
+
     @classmethod
     @abstractmethod
     def pretrained(cls, dataset: str, config: Any) -> Defense:
@@ -61,6 +67,15 @@ class Defense(nn.Module, ABC):
     @abstractmethod
     def for_testing(cls, config: Any | None = None, channels: int = 1, size: int = 8) -> Defense:
         """A tiny random-weight instance for tests."""
+
+
+def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
+    """``fn(*args)``, under non-reentrant ``torch.utils.checkpoint`` when ``checkpoint`` is set
+    and grad is enabled. A step's noise must be among ``args`` so recomputation replays it;
+    the determinism check is skipped because no step draws random numbers."""
+    if checkpoint and torch.is_grad_enabled():
+        return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none")
+    return fn(*args)
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
@@ -91,7 +106,8 @@ class DefendedClassifier(nn.Module):
         sample_ids: list[int] | None = None,
         checkpoint: bool = False,
     ) -> torch.Tensor:
-        """Logits (B, num_classes) for ``x`` (B, C, H, W) in [0, 1]."""
+        """Logits (B, num_classes) for ``x`` (B, C, H, W) in [0, 1]. A multi-path defense
+        returns (B, paths, C, H, W); each path is classified and ``defense.combine`` votes."""
         purified = self.defense.purify(x, noise, checkpoint=checkpoint)
         finite = torch.isfinite(purified.detach()).flatten(1).all(dim=1)
         if not bool(finite.all()):
@@ -101,4 +117,7 @@ class DefendedClassifier(nn.Module):
                 f"defense {self.defense.name!r} produced NaN/Inf purified images for sample "
                 f"index(es) {sorted(set(where))}; no result was stored for them"
             )
+        if purified.dim() == x.dim() + 1:
+            logits = self.classifier(purified.flatten(0, 1)).view(x.shape[0], purified.shape[1], -1)
+            return self.defense.combine(logits)
         return self.classifier(purified)

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.checkpoint import checkpoint as torch_checkpoint
-
-from bench.defense import Defense
+from bench.defense import Defense, run_step
 from bench.errors import ConfigError, MissingAssetError
 from bench.noise import NoiseBatch, StreamSpec
 
@@ -108,13 +106,7 @@ class TruncatedDiffusionPurifier(Defense):
             if t > 0 and reverse.shape[0] > 0:
                 step_noise = reverse[k]
                 k += 1
-            if checkpoint and torch.is_grad_enabled():
-                sample = torch_checkpoint(
-                    self._denoise_step, sample, step_noise, t, prev_t, use_reentrant=False,
-                    determinism_check="none",  # recomputation is exact by construction (noise is an input)
-                )
-            else:
-                sample = self._denoise_step(sample, step_noise, t, prev_t)
+            sample = run_step(self._denoise_step, sample, step_noise, t, prev_t, checkpoint=checkpoint)
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _denoise_step(
@@ -146,18 +138,22 @@ class TruncatedDiffusionPurifier(Defense):
     def for_testing(
         cls, config: TruncatedDiffusionConfig | None = None, channels: int = 1, size: int = 8
     ) -> TruncatedDiffusionPurifier:
-        from diffusers import UNet2DModel
+        return cls(config or TruncatedDiffusionConfig(t_star=10, nfe=5), tiny_unet(channels, size))
 
-        torch.manual_seed(0)
-        unet = UNet2DModel(
-            sample_size=size,
-            in_channels=channels,
-            out_channels=channels,
-            layers_per_block=1,
-            block_out_channels=(8, 16),
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=4,
-            attention_head_dim=8,
-        )
-        return cls(config or TruncatedDiffusionConfig(t_star=10, nfe=5), unet)
+
+def tiny_unet(channels: int = 1, size: int = 8) -> torch.nn.Module:
+    """A small random-weight ``UNet2DModel`` for tests (seeded, so always the same)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )

@@ -41,6 +41,18 @@ TOY_UNET_CONFIG: dict[str, Any] = dict(
 )
 
 
+TOY_NCSNPP_CONFIG: dict[str, Any] = dict(
+    image_size=8, channels=1, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0
+)
+TOY_SONGUNET_CONFIG: dict[str, Any] = dict(
+    img_resolution=8, channels=1, augment_dim=0, model_channels=8, channel_mult=(1, 2), num_blocks=1,
+    attn_resolutions=(4,), dropout=0.0,
+)
+TOY_MODELS = ("classifier", "ddpm", "vp", "edm")
+"""What ``bench toy train`` can produce: the CNN, the DDPM UNet2DModel (dp_ddpm, dp_ddim,
+gdmp), the continuous-VP NCSN++ (diffpure, diffpure_pc) and the EDM SongUNet (dp_edm)."""
+
+
 class ToyClassifier(nn.Module):
     """A small CNN for (B, 1, 8, 8) digits in [0, 1] -> 10 logits (normalizes internally)."""
 
@@ -64,6 +76,18 @@ def make_toy_unet() -> nn.Module:
     from diffusers import UNet2DModel
 
     return UNet2DModel(**TOY_UNET_CONFIG)
+
+
+def make_toy_ncsnpp() -> nn.Module:
+    from bench.nets.ncsnpp import NCSNpp, NCSNppConfig
+
+    return NCSNpp(NCSNppConfig(**TOY_NCSNPP_CONFIG))
+
+
+def make_toy_edm() -> nn.Module:
+    from bench.nets.songunet import EDMPrecond, SongUNetConfig
+
+    return EDMPrecond(SongUNetConfig(**TOY_SONGUNET_CONFIG))
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,18 @@ def load_toy_unet(assets: Path = ASSETS) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def load_toy_ncsnpp(assets: Path = ASSETS) -> nn.Module:
+    model = make_toy_ncsnpp()
+    model.load_state_dict(_load_verified("toy_ncsnpp", assets))
+    return model.eval().requires_grad_(False)
+
+
+def load_toy_edm(assets: Path = ASSETS) -> nn.Module:
+    model = make_toy_edm()
+    model.load_state_dict(_load_verified("toy_edm", assets), strict=False)  # resample filters are constants
+    return model.eval().requires_grad_(False)
+
+
 # -- training -------------------------------------------------------------------------
 
 
@@ -142,18 +178,58 @@ def train_classifier(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.
     return model, accuracy
 
 
-def train_unet(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) -> tuple[nn.Module, float]:
-    """Train the toy DDPM (epsilon MSE, Ho et al. Eq. 14; linear beta, T=1000); returns
-    (EMA model, mean loss over the last 500 steps)."""
+def _vp_marginal(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean coefficient and std of the VP-SDE marginal p_0t (Song et al. 2021, Eq. 29)."""
+    log_mean = -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
+    return log_mean.exp(), (1 - (2 * log_mean).exp()).sqrt()
+
+
+def _ddpm_loss(model: nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Epsilon MSE at a uniform discrete t (Ho et al. Eq. 14)."""
     from diffusers import DDPMScheduler
 
+    scheduler = DDPMScheduler(num_train_timesteps=TOY_TRAIN_TIMESTEPS)
+    t = torch.randint(0, TOY_TRAIN_TIMESTEPS, (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    return F.mse_loss(model(scheduler.add_noise(x0, eps, t), t).sample, eps)
+
+
+def _vp_loss(model: nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Continuous VP denoising score matching as in score_sde (t ~ U(1e-5, 1), label 999 t);
+    with score = -net / std this is the epsilon MSE."""
+    t = torch.rand(x0.shape[0], generator=generator) * (1 - 1e-5) + 1e-5
+    mean, std = _vp_marginal(t)
+    eps = torch.randn(x0.shape, generator=generator)
+    x_t = mean.view(-1, 1, 1, 1) * x0 + std.view(-1, 1, 1, 1) * eps
+    return F.mse_loss(model(x_t, 999 * t), eps)
+
+
+def _edm_loss(model: nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """EDM loss (Karras et al. 2022, Eq. 2 with Table 1 weighting): ln σ ~ N(-1.2, 1.2²),
+    λ(σ) = (σ² + σ_d²) / (σ σ_d)²."""
+    sigma = (torch.randn(x0.shape[0], generator=generator) * 1.2 - 1.2).exp().view(-1, 1, 1, 1)
+    weight = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+    noisy = x0 + sigma * torch.randn(x0.shape, generator=generator)
+    return (weight * (model(noisy, sigma.flatten()) - x0) ** 2).mean()
+
+
+DENOISERS: dict[str, tuple[Callable[[], nn.Module], Callable[..., torch.Tensor], str]] = {
+    "ddpm": (make_toy_unet, _ddpm_loss, "toy_unet"),
+    "vp": (make_toy_ncsnpp, _vp_loss, "toy_ncsnpp"),
+    "edm": (make_toy_edm, _edm_loss, "toy_edm"),
+}
+
+
+def train_denoiser(kind: str, cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) -> tuple[nn.Module, float]:
+    """Train the toy denoiser ``kind`` (ddpm | vp | edm) on the digits train split (in [-1, 1]);
+    returns (EMA model, mean loss over the last 500 steps)."""
     from bench.data import load_digits_split
 
+    make, loss_fn, _ = DENOISERS[kind]
     images = load_digits_split(True).images * 2 - 1
-    scheduler = DDPMScheduler(num_train_timesteps=TOY_TRAIN_TIMESTEPS)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
-    model = make_toy_unet()
+    model = make()
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.unet_steps)
@@ -161,10 +237,7 @@ def train_unet(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) 
     started = time.perf_counter()
     for step in range(cfg.unet_steps):
         idx = torch.randint(0, images.shape[0], (cfg.unet_batch,), generator=generator)
-        x0 = images[idx]
-        t = torch.randint(0, TOY_TRAIN_TIMESTEPS, (cfg.unet_batch,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
-        loss = F.mse_loss(model(scheduler.add_noise(x0, eps, t), t).sample, eps)
+        loss = loss_fn(model, images[idx], generator)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -175,38 +248,63 @@ def train_unet(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) 
                 p_ema.lerp_(p, 1 - cfg.ema_decay)
         recent = (recent + [loss.item()])[-500:]
         if (step + 1) % 1000 == 0:
-            progress(f"unet: step {step + 1}/{cfg.unet_steps} loss {sum(recent) / len(recent):.4f} "
+            progress(f"{kind}: step {step + 1}/{cfg.unet_steps} loss {sum(recent) / len(recent):.4f} "
                      f"({time.perf_counter() - started:.0f}s)")
     return ema.eval(), sum(recent) / len(recent)
 
 
-def train_toy_suite(cfg: ToyTrainConfig, out: Path = ASSETS, progress: Callable[[str], None] = log.info) -> dict[str, Any]:
-    """Train both toy models and write safetensors plus ``manifest.json`` into ``out``."""
+def train_unet(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) -> tuple[nn.Module, float]:
+    """The toy DDPM UNet2DModel (see :func:`train_denoiser`)."""
+    return train_denoiser("ddpm", cfg, progress)
+
+
+def train_toy_suite(
+    cfg: ToyTrainConfig, out: Path = ASSETS, progress: Callable[[str], None] = log.info,
+    only: tuple[str, ...] = TOY_MODELS,
+) -> dict[str, Any]:
+    """Train the toy models named in ``only`` and write their safetensors into ``out``,
+    updating ``manifest.json`` (entries of models not retrained are kept)."""
     from safetensors.torch import save_file
 
     from bench.provenance import collect_provenance
 
+    unknown = sorted(set(only) - set(TOY_MODELS))
+    if unknown:
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"unknown toy model(s) {', '.join(unknown)}; valid: {', '.join(TOY_MODELS)}")
     torch.use_deterministic_algorithms(True)
-    started = time.perf_counter()
-    classifier, accuracy = train_classifier(cfg, progress)
-    unet, final_loss = train_unet(cfg, progress)
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, model in (("toy_classifier", classifier), ("toy_unet", unet)):
+    manifest_path = out / "manifest.json"
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}, "metrics": {}}
+    manifest.setdefault("models", {})
+    for kind in only:
+        started = time.perf_counter()
+        if kind == "classifier":
+            model, metric = train_classifier(cfg, progress)
+            name, metrics = "toy_classifier", {"classifier_test_accuracy": metric}
+        else:
+            model, metric = train_denoiser(kind, cfg, progress)
+            name, metrics = DENOISERS[kind][2], {f"{kind}_final_loss": metric}
         path = out / f"{name}.safetensors"
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(path), metadata={"seed": str(cfg.seed)})
-        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest = {
-        "schema_version": 1,
-        "description": "toy suite: DDPM UNet2DModel + CNN classifier on scikit-learn digits (8x8)",
-        "train_config": asdict(cfg),
-        "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_UNET_CONFIG.items()},
+        save_file(state, str(path), metadata={"seed": str(cfg.seed), "kind": kind})
+        manifest["files"][path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        manifest["metrics"].update(metrics)
+        manifest["models"][kind] = {"file": path.name, "train_seconds": round(time.perf_counter() - started, 1),
+                                    "train_config": asdict(cfg)}
+    manifest.update({
+        "schema_version": 2,
+        "description": "toy suite: CNN classifier and DDPM / VP-SDE / EDM denoisers on scikit-learn digits (8x8)",
+        "configs": {
+            "ddpm": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_UNET_CONFIG.items()},
+            "vp": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_NCSNPP_CONFIG.items()},
+            "edm": {k: list(v) if isinstance(v, tuple) else v for k, v in TOY_SONGUNET_CONFIG.items()},
+        },
         "num_train_timesteps": TOY_TRAIN_TIMESTEPS,
-        "metrics": {"classifier_test_accuracy": accuracy, "unet_final_loss": final_loss},
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "files": files,
         "provenance": collect_provenance(torch.device("cpu")),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    })
+    for stale in ("train_config", "unet_config", "train_seconds"):
+        manifest.pop(stale, None)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -4,15 +4,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.defense import DEFENSES
 from bench.noise import NoiseSource
 from tests.conftest import make_target, tiny_model
+
+PURIFIERS = [name for name in DEFENSES.names() if name != "none"]
 
 
 def _loss_fn(model, noise, y):
     return lambda x: F.cross_entropy(model(x, noise), y, reduction="sum")
 
 
-@pytest.mark.parametrize("name", ["dp_ddpm", "dp_ddim"])
+@pytest.mark.parametrize("name", PURIFIERS)
 def test_gradient_matches_central_finite_differences(name: str) -> None:
     torch.manual_seed(0)
     model = tiny_model(name, dtype=torch.float64)
@@ -34,7 +37,7 @@ def test_gradient_matches_central_finite_differences(name: str) -> None:
         assert rel < 1e-6, f"{name}: finite differences {float(numeric)} vs autograd {float(analytic)} (rel {rel:.2e})"
 
 
-@pytest.mark.parametrize("name", ["dp_ddpm", "dp_ddim"])
+@pytest.mark.parametrize("name", PURIFIERS)
 def test_checkpointed_gradient_equals_plain_gradient(name: str, images: torch.Tensor) -> None:
     model = tiny_model(name)
     y = torch.tensor([0, 1, 2, 3])

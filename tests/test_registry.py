@@ -12,7 +12,7 @@ def test_unknown_name_suggests_and_lists_valid_names() -> None:
     message = str(err.value)
     assert "'dp_ddmp'" in message
     assert "Did you mean 'dp_ddpm'" in message
-    assert "dp_ddim, dp_ddpm, none" in message
+    assert f"Valid defenses: {', '.join(DEFENSES.names())}." in message
 
 
 def test_unknown_attack_lists_attacks() -> None:

@@ -46,8 +46,9 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_positions: int = 1
     """Sinusoidal embedding (B,) -> (B, dim): sin half, then cos half, frequencies
     exp(-k ln(max_positions) / (dim/2 - 1))."""
     half = dim // 2
+    dtype = timesteps.dtype if timesteps.is_floating_point() else torch.float32
     freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device) * -(math.log(max_positions) / (half - 1)))
-    args = timesteps.float()[:, None] * freqs[None, :]
+    args = timesteps.to(dtype)[:, None] * freqs.to(dtype)[None, :]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
