@@ -44,6 +44,21 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    _load_plugins()
+    from bench.defense import DEFENSES
+
+    card = DEFENSES.get(args.name).card()
+    if args.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    for key in ("name", "description", "paper", "checkpoint", "license", "nfe", "network_calls"):
+        print(f"{key + ':':<15}{card[key]}")
+    print("noise streams: " + ", ".join(f"{n} ({s['tensors']} x {s['shape']} per sample, CIFAR shape)" for n, s in card["streams"].items()) if card["streams"] else "noise streams: none (deterministic)")
+    print("defaults:       " + ", ".join(f"{k}={v}" for k, v in card["defaults"].items()) if card["defaults"] else "defaults:       (no options)")
+    return 0
+
+
 def _progress_bar(description: str):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
@@ -209,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list defenses, attacks, settings and datasets")
     ls.add_argument("what", nargs="?", choices=["defenses", "attacks", "settings", "datasets"])
     ls.set_defaults(func=_cmd_ls)
+
+    show = sub.add_parser("show", help="a defense's card: paper, checkpoint, license, NFE, noise streams, defaults")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=_cmd_show)
 
     run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
                          epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,11 +25,34 @@ class Defense(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    checkpoint: ClassVar[str] = ""
+    license: ClassVar[str] = ""
     config_cls: ClassVar[type[Any]]
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+
+    @classmethod
+    def card(cls, sample_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, Any]:
+        """What `bench show` prints: paper, checkpoint, license, defaults, NFE and noise streams
+        (from a tiny instance with the default config: stream sizes depend on the config only)."""
+        import dataclasses
+
+        config = cls.config_cls()
+        instance = cls.for_testing(config)
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "paper": cls.paper,
+            "checkpoint": cls.checkpoint,
+            "license": cls.license,
+            "defaults": dataclasses.asdict(config),
+            "nfe": instance.nfe,
+            "network_calls": instance.network_calls,
+            "streams": {k: {"tensors": v.steps, "shape": list(v.shape)} for k, v in instance.noise_spec(sample_shape).items()},
+        }
 
     @abstractmethod
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:

@@ -37,16 +37,10 @@ def _models(name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
         from bench.toy import load_toy_classifier, load_toy_unet
 
         return load_toy_unet(), load_toy_classifier(), (1, 8, 8)
-    from diffusers import UNet2DModel
+    from bench.nets.ddpm_unet import ddpm_cifar10_unet
 
     torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(128, 256, 256, 256),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, downsample_padding=0,
-    )
+    unet = ddpm_cifar10_unet()
     from bench.compat import import_robustbench
 
     import_robustbench()

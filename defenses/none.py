@@ -18,6 +18,9 @@ class NoneConfig:
 @register_defense("none")
 class NoDefense(Defense):
     description = "no purification: the classifier alone"
+    paper = "-"
+    checkpoint = "the dataset's classifier only"
+    license = "-"
     config_cls = NoneConfig
 
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
