@@ -61,19 +61,17 @@ def saved_bytes_per_sample(
     model: DefendedClassifier, sample_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
 ) -> int:
     """Bytes autograd keeps per sample for one full purify+classify forward without checkpointing."""
-    totals = []
-    for batch in (1, 2):
-        counter = [0]
+    saved = {1: 0, 2: 0}
+    for batch in saved:
 
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            counter[0] += tensor.numel() * tensor.element_size()
+        def pack(tensor: torch.Tensor, batch: int = batch) -> torch.Tensor:
+            saved[batch] += tensor.numel() * tensor.element_size()
             return tensor
 
         x = torch.full((batch, *sample_shape), 0.5, device=device, dtype=dtype, requires_grad=True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model(x, _zero_noise(model, batch, sample_shape, device, dtype))
-        totals.append(counter[0])
-    return max(totals[1] - totals[0], 1)
+    return max(saved[2] - saved[1], 1)
 
 
 def plan_gradient(

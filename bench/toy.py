@@ -163,7 +163,7 @@ def train_classifier(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.
     torch.manual_seed(cfg.seed)
     model = ToyClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.classifier_lr)
-    for epoch in range(cfg.classifier_epochs):
+    for _ in range(cfg.classifier_epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), 64):
             idx = order[start : start + 64]

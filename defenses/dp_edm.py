@@ -59,6 +59,7 @@ class _EDMPurifier(Defense):
     def __init__(self, config: DPEDMConfig, denoiser: nn.Module) -> None:
         super().__init__(config)
         self.denoiser = denoiser.eval().requires_grad_(False)  # D(x, σ), EDMPrecond
+        self._sigmas, self._gammas = config.sigmas(), config.gammas()
 
     @property
     def network_calls(self) -> int:
@@ -69,17 +70,16 @@ class _EDMPurifier(Defense):
         return self.network_calls
 
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
-        churned = sum(1 for g in self.config.gammas() if g > 0)
+        churned = sum(1 for g in self._gammas if g > 0)
         return {"forward": StreamSpec(1, tuple(sample_shape)), "churn": StreamSpec(churned, tuple(sample_shape))}
 
     def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
         cfg = self.config
-        sigmas, gammas = cfg.sigmas(), cfg.gammas()
         sample = (2 * x - 1) + cfg.sigma_max * noise.step("forward", 0)  # Eq. 14, no scaling
         churn, k = noise["churn"], 0
         for i in range(cfg.num_steps):
             step_noise = None
-            if gammas[i] > 0:
+            if self._gammas[i] > 0:
                 step_noise, k = churn[k], k + 1
             sample = run_step(self._heun_step, sample, step_noise, i, checkpoint=checkpoint)
         return ((sample + 1) / 2).clamp(0, 1)
@@ -87,8 +87,7 @@ class _EDMPurifier(Defense):
     def _heun_step(self, x: torch.Tensor, churn_noise: torch.Tensor | None, i: int) -> torch.Tensor:
         """One step of Karras et al. Algorithm 2 (stochastic Heun)."""
         cfg = self.config
-        t_cur, t_next = self.config.sigmas()[i], self.config.sigmas()[i + 1]
-        gamma = cfg.gammas()[i]
+        t_cur, t_next, gamma = self._sigmas[i], self._sigmas[i + 1], self._gammas[i]
         t_hat = t_cur * (1 + gamma)
         x_hat = x
         if churn_noise is not None:

@@ -1,7 +1,5 @@
 """Every registered defense x pgd_eot x setting runs end to end on the toy suite (tiny budgets)."""
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy.orm import Session
 
