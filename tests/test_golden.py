@@ -8,7 +8,12 @@ import torch
 
 from tests.golden_rules import FIXTURES, original_state_dict
 
-pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"golden fixtures not found at {FIXTURES}")
+import os
+
+# Outside CI a clone without ../shared skips these; in CI (CI=true) a missing folder fails them.
+pytestmark = pytest.mark.skipif(
+    not FIXTURES.exists() and not os.environ.get("CI"), reason=f"golden fixtures not found at {FIXTURES}"
+)
 RULES = [("sin", "golden.pt"), ("hash", "golden_hashrule.pt")]
 
 
