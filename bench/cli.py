@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="UNet(s) to measure (default: both)")
     perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
-    perf.add_argument("--repeats", type=int, default=3, help="timing repeats (median is reported)")
+    perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
     perf.set_defaults(func=_cmd_perf)
     return parser
 
