@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from bench.errors import NonFiniteOutputError
@@ -26,7 +25,7 @@ class Defense(nn.Module, ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    checkpoint: ClassVar[str] = ""
+    weights: ClassVar[str] = ""  # which checkpoint files the defense loads, per dataset
     license: ClassVar[str] = ""
     config_cls: ClassVar[type[Any]]
 
@@ -46,7 +45,7 @@ class Defense(nn.Module, ABC):
             "name": cls.name,
             "description": cls.description,
             "paper": cls.paper,
-            "checkpoint": cls.checkpoint,
+            "checkpoint": cls.weights,
             "license": cls.license,
             "defaults": dataclasses.asdict(config),
             "nfe": instance.nfe,

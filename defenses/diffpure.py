@@ -70,7 +70,7 @@ class DiffPureConfig:
 class DiffPure(Defense):
     description = "DiffPure: VP-SDE t*=0.1, Euler-Maruyama dt 1e-3 (100 steps), exact gradients"
     paper = "Nie et al., Diffusion Models for Adversarial Purification, ICML 2022, arXiv:2205.07460"
-    checkpoint = "cifar10: Score-SDE vp/cifar10_ddpmpp_deep_continuous checkpoint_8.pth (EMA); toy: bench/toy_assets/toy_ncsnpp"
+    weights = "cifar10: Score-SDE vp/cifar10_ddpmpp_deep_continuous checkpoint_8.pth (EMA); toy: bench/toy_assets/toy_ncsnpp"
     license = "DiffPure code: NVIDIA Source Code License (non-commercial); Score-SDE weights: Apache-2.0"
     config_cls = DiffPureConfig
     corrector = False

@@ -17,7 +17,7 @@ from bench.diffusion import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
 class DPDDIM(TruncatedDiffusionPurifier):
     description = "DDIM purification (t*=100, eta=0: only the forward noise is random)"
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 4.1; DDIM: Song et al., ICLR 2021, arXiv:2010.02502"
-    checkpoint = "cifar10: google/ddpm-cifar10-32 (diffusers); toy: bench/toy_assets/toy_unet"
+    weights = "cifar10: google/ddpm-cifar10-32 (diffusers); toy: bench/toy_assets/toy_unet"
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"
 
     def make_scheduler(self, config: TruncatedDiffusionConfig) -> DDIMScheduler:

@@ -20,7 +20,7 @@ from bench.diffusion import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
 class DPDDPM(TruncatedDiffusionPurifier):
     description = "DDPM purification (t*=100, fixed_large variance, stochastic reverse)"
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 4.1; DiffPure framework: Nie et al., ICML 2022, arXiv:2205.07460"
-    checkpoint = "cifar10: google/ddpm-cifar10-32 (Ho et al. 2020 DDPM, diffusers); toy: bench/toy_assets/toy_unet"
+    weights = "cifar10: google/ddpm-cifar10-32 (Ho et al. 2020 DDPM, diffusers); toy: bench/toy_assets/toy_unet"
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"
 
     def make_scheduler(self, config: TruncatedDiffusionConfig) -> DDPMScheduler:

@@ -52,7 +52,7 @@ class DPEDMConfig:
 
 class _EDMPurifier(Defense):
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), App. F; EDM: Karras et al., NeurIPS 2022"
-    checkpoint = "cifar10: NVlabs edm-cifar10-32x32-uncond-vp.pkl (ema); toy: bench/toy_assets/toy_edm"
+    weights = "cifar10: NVlabs edm-cifar10-32x32-uncond-vp.pkl (ema); toy: bench/toy_assets/toy_edm"
     license = "EDM weights: CC BY-NC-SA 4.0"
     config_cls = DPEDMConfig
 

@@ -89,7 +89,7 @@ def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, window_size: int = 11, sig
 class GDMP(Defense):
     description = "GDMP: 4 x 36 guided DDPM steps (MSE/SSIM/no guidance), 10 paths combined by vote"
     paper = "Wang et al., Guided Diffusion Model for Adversarial Purification, arXiv:2205.14969"
-    checkpoint = "cifar10: pesser/pytorch_diffusion ema_cifar10 (Ho et al. DDPM, 790k steps); toy: bench/toy_assets/toy_unet"
+    weights = "cifar10: pesser/pytorch_diffusion ema_cifar10 (Ho et al. DDPM, 790k steps); toy: bench/toy_assets/toy_unet"
     license = "pytorch_diffusion weights: converted from the DDPM TF release (see its repository)"
     config_cls = GDMPConfig
 

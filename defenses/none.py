@@ -19,7 +19,7 @@ class NoneConfig:
 class NoDefense(Defense):
     description = "no purification: the classifier alone"
     paper = "-"
-    checkpoint = "the dataset's classifier only"
+    weights = "the dataset's classifier only"
     license = "-"
     config_cls = NoneConfig
 
