@@ -59,6 +59,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from bench import hub
+
+    if args.cache_dir:
+        import os
+
+        os.environ["BENCH_CACHE"] = args.cache_dir
+    if not args.name:
+        for name, entry in hub.MODEL_FILES.items():
+            print(f"{name:<26}{entry.description} [{entry.license}] -> {hub.cache_dir() / entry.filename}")
+        return 0
+    print(hub.fetch(args.name))
+    return 0
+
+
 def _progress_bar(description: str):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
@@ -229,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_cmd_show)
+
+    fetch = sub.add_parser("fetch", help="download and verify a model file into the cache (no name: list them)")
+    fetch.add_argument("name", nargs="?")
+    fetch.add_argument("--cache-dir", help="cache folder (default $BENCH_CACHE or ~/.cache/dbp-bench/models)")
+    fetch.set_defaults(func=_cmd_fetch)
 
     run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
                          epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
