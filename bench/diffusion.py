@@ -142,18 +142,10 @@ class TruncatedDiffusionPurifier(Defense):
 
 
 def tiny_unet(channels: int = 1, size: int = 8) -> torch.nn.Module:
-    """A small random-weight ``UNet2DModel`` for tests (seeded, so always the same)."""
+    """A random-weight ``UNet2DModel`` of the toy architecture for tests (seeded, so always the same)."""
     from diffusers import UNet2DModel
 
+    from bench.toy import TOY_UNET_CONFIG
+
     torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=size,
-        in_channels=channels,
-        out_channels=channels,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        attention_head_dim=8,
-    )
+    return UNet2DModel(**{**TOY_UNET_CONFIG, "sample_size": size, "in_channels": channels, "out_channels": channels})

@@ -56,27 +56,25 @@ class Setting:
 
     def attack_keys(self, streams: Iterable[str], step: int, draw: int) -> dict[str, Key]:
         """Keys of gradient sample ``draw`` at attack step ``step`` (same for all samples)."""
-        fresh: Key = ("attack", step, draw)
+        if self.kind == "dw_semi":
+            return {s: ("semi", draw) for s in streams}
+        return self._known_or(streams, ("attack", step, draw))
+
+    def _known_or(self, streams: Iterable[str], fresh: Key) -> dict[str, Key]:
+        """``fresh`` for every stream the attacker does not know, the shared known key otherwise."""
         if self.kind == "white":
             return {s: fresh for s in streams}
         if self.kind == "dw_fwd":
             return {s: (KNOWN if s in FORWARD_STREAMS else fresh) for s in streams}
-        if self.kind == "dw_both":
-            return {s: KNOWN for s in streams}
-        return {s: ("semi", draw) for s in streams}
+        return {s: KNOWN for s in streams}  # dw_both
 
     def eval_keys(self, streams: Iterable[str], run_seed: int, sample_id: int, draw: int) -> dict[str, Key]:
         """Keys of evaluation draw ``draw`` for one sample (clean and adversarial inputs
         use the same draws, so their outcomes are paired)."""
-        fresh: Key = ("eval", draw)
-        if self.kind == "white":
-            return {s: fresh for s in streams}
-        if self.kind == "dw_fwd":
-            return {s: (KNOWN if s in FORWARD_STREAMS else fresh) for s in streams}
-        if self.kind == "dw_both":
-            return {s: KNOWN for s in streams}
-        chosen = derive_seed(run_seed, int(sample_id), "semi-choice", draw) % self.semi_sets
-        return {s: ("semi", chosen) for s in streams}
+        if self.kind == "dw_semi":
+            chosen = derive_seed(run_seed, int(sample_id), "semi-choice", draw) % self.semi_sets
+            return {s: ("semi", chosen) for s in streams}
+        return self._known_or(streams, ("eval", draw))
 
 
 def parse_setting(text: str) -> Setting:
