@@ -67,8 +67,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
         os.environ["BENCH_CACHE"] = args.cache_dir
     if not args.name:
+        width = max(len(name) for name in hub.MODEL_FILES.names()) + 2
         for name, entry in hub.MODEL_FILES.items():
-            print(f"{name:<26}{entry.description} [{entry.license}] -> {hub.cache_dir() / entry.filename}")
+            print(f"{name:<{width}}{entry.description} [{entry.license}]\n{'':<{width}}-> {hub.local_path(entry)}")
         return 0
     print(hub.fetch(args.name))
     return 0
@@ -136,7 +137,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     request = RunRequest(
         defense=args.defense, attack=args.attack, setting=args.setting, norm=args.norm, eps=args.eps,
-        step_size=args.step_size, dataset=args.dataset, n_samples=args.n_samples, start_index=args.start_index,
+        step_size=args.step_size, dataset=args.dataset, classifier=args.classifier, n_samples=args.n_samples, start_index=args.start_index,
         seed=args.seed, eval_draws=args.draws, batch_size=args.batch_size,
         defense_options=parse_overrides(args.defense_opt), attack_options=_attack_options(args),
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eot", type=int, help="EoT samples per step (pgd_eot default 10)")
     run.add_argument("--random-start", action="store_true", help="start PGD from a random point in the ball")
     run.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
+    run.add_argument("--classifier", help="toy | robustbench:NAME | wrn-28-10:PATH (default: toy for toy, "
+                     "robustbench:Standard for cifar10)")
     run.add_argument("--n-samples", type=int, default=64, help="number of test images, from --start-index (default 64)")
     run.add_argument("--start-index", type=int, default=0, help="first test index (default 0)")
     run.add_argument("--seed", type=int, default=0, help="run seed: determines every noise draw (default 0)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from bench.defense import Defense, run_step
-from bench.errors import ConfigError, MissingAssetError
+from bench.errors import ConfigError
 from bench.noise import NoiseBatch, StreamSpec
 
 
@@ -128,11 +128,9 @@ class TruncatedDiffusionPurifier(Defense):
                     f"got {config.num_train_timesteps}"
                 )
             return cls(config, toy.load_toy_unet())
-        raise MissingAssetError(
-            f"{cls.name} on {dataset!r} needs the google/ddpm-cifar10-32 UNet, which the "
-            "checksummed model registry (issue #3) will fetch; it is not available in this "
-            "version. Use --dataset toy."
-        )
+        from bench.hub import load_for_dataset
+
+        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "ddpm-cifar10-google"}))
 
     @classmethod
     def for_testing(

@@ -1,8 +1,10 @@
 """Model files: a checksummed registry, a local cache and a resumable HTTP download.
 
-Written by hand for non-hub sources (NVIDIA CDN, heibox, plain URLs): a resumable download with
-an HTTP Range request and checksum verification is a few dozen lines and needs no extra
-dependency. Hugging Face hub models go through ``huggingface_hub`` (see ``fetch``).
+Three sources: Hugging Face hub entries go through ``huggingface_hub`` (its own cache, revision
+pinning and resume), Google Drive entries through ``gdown`` (Drive's confirm-token dance for
+large files), and plain URLs (NVIDIA CDN, heibox) through a resumable HTTP download written
+here by hand: a Range request plus checksum verification is a few dozen lines and no library
+among our dependencies does exactly that.
 
 Files live in ``$BENCH_CACHE`` (default ``~/.cache/dbp-bench/models``). With ``BENCH_OFFLINE=1``
 nothing is downloaded and a missing file raises an error naming the exact path to place it at.
@@ -13,13 +15,13 @@ user's); the error says so. Partial downloads go to ``<name>.part`` and are resu
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.errors import MissingAssetError
 from bench.registry import Registry
@@ -40,6 +42,17 @@ class ModelFile:
     original_format: str
     sha256: str | None = None
     md5: str | None = None
+    hf_repo: str | None = None  # Hugging Face hub repo id; ``filename`` is then the file in it
+    hf_revision: str = "main"
+    gdrive_id: str | None = None  # Google Drive file id (downloaded with gdown)
+    converter: str = ""  # "module:function" turning the file into our torch module
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Human-readable download locations, first the preferred one."""
+        hub_url = (f"https://huggingface.co/{self.hf_repo}/blob/{self.hf_revision}/{self.filename}",) if self.hf_repo else ()
+        drive = (f"https://drive.google.com/uc?id={self.gdrive_id}",) if self.gdrive_id else ()
+        return hub_url + drive + self.urls
 
 
 MODEL_FILES: Registry[ModelFile] = Registry("model file")
@@ -52,6 +65,27 @@ for _entry in (
         license="converted from the DDPM TensorFlow release",
         original_format="torch state_dict (pytorch_diffusion Model names)",
         md5="1fa350b952534ae442b1d5235cce5cd3",
+        converter="bench.zoo:load_pesser_ddpm",
+    ),
+    ModelFile(
+        name="ddpm-cifar10-google",
+        filename="diffusion_pytorch_model.safetensors",
+        urls=(),
+        hf_repo="google/ddpm-cifar10-32",
+        description="Ho et al. DDPM CIFAR-10 in diffusers format (google/ddpm-cifar10-32), used by dp_ddpm/dp_ddim",
+        license="Apache-2.0",
+        original_format="safetensors, diffusers UNet2DModel names",
+        converter="bench.zoo:load_google_ddpm",
+    ),
+    ModelFile(
+        name="scoresde-vp-cifar10-ddpmpp-deep-continuous",
+        filename="checkpoint_8.pth",
+        urls=(),
+        gdrive_id="16_-Ahc6ImZV5ClUc0vM5Iivf8OJ1VSif",
+        description="Score SDE VP DDPM++ deep continuous CIFAR-10 (score_sde_pytorch), used by diffpure/diffpure_pc",
+        license="Apache-2.0",
+        original_format="torch.save dict(optimizer, model, ema{shadow_params}, step)",
+        converter="bench.zoo:load_score_sde",
     ),
     ModelFile(
         name="edm-cifar10-uncond-vp",
@@ -60,6 +94,7 @@ for _entry in (
         description="EDM CIFAR-10 unconditional VP (EDMPrecond + SongUNet DDPM++), used by dp_edm",
         license="CC BY-NC-SA 4.0",
         original_format="pickle dict(ema, loss_fn, augment_pipe, dataset_kwargs) with embedded class code",
+        converter="bench.zoo:load_edm",
     ),
 ):
     MODEL_FILES.register(_entry.name)(_entry)
@@ -114,34 +149,93 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
     part.replace(dest)
 
 
+def local_path(entry: ModelFile) -> Path:
+    """Where the cache keeps ``entry`` (hub files get a folder: their names are generic)."""
+    if entry.hf_repo:
+        return cache_dir() / entry.name / entry.filename
+    return cache_dir() / entry.filename
+
+
+def _download_hub(entry: ModelFile, dest: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    # HF_ENDPOINT is read at call time (not only at import) so that mirrors and tests work
+    hf_hub_download(repo_id=entry.hf_repo, filename=entry.filename, revision=entry.hf_revision,
+                    local_dir=dest.parent, endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+def _download_gdrive(entry: ModelFile, dest: Path) -> None:
+    import gdown
+
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if gdown.download(id=entry.gdrive_id, output=str(part), quiet=True, resume=True) is None:
+        raise OSError(f"Google Drive refused file id {entry.gdrive_id} (quota or permissions)")
+    part.replace(dest)
+
+
+def _downloaders(entry: ModelFile) -> list[tuple[str, Callable[[], None]]]:
+    dest = local_path(entry)
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if entry.hf_repo:
+        steps.append((entry.sources[0], lambda: _download_hub(entry, dest)))
+    if entry.gdrive_id:
+        steps.append((f"https://drive.google.com/uc?id={entry.gdrive_id}", lambda: _download_gdrive(entry, dest)))
+    steps += [(url, lambda url=url: download(url, dest)) for url in entry.urls]
+    return steps
+
+
 def fetch(name: str) -> Path:
     """The verified local path of model file ``name``, downloading it first if needed."""
     entry = MODEL_FILES.get(name)
-    dest = cache_dir() / entry.filename
+    dest = local_path(entry)
     if dest.exists():
         verify(dest, entry)
         return dest
     if offline():
         raise MissingAssetError(
-            f"{entry.name} is not in the cache and BENCH_OFFLINE is set: download {entry.urls[0]} "
+            f"{entry.name} is not in the cache and BENCH_OFFLINE is set: download {entry.sources[0]} "
             f"elsewhere and place it at {dest}"
         )
     errors = []
-    for url in entry.urls:
+    for source, run in _downloaders(entry):
         try:
-            log.info("downloading %s from %s", entry.name, url)
-            download(url, dest)
+            log.info("downloading %s from %s", entry.name, source)
+            run()
             break
-        except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
-            errors.append(f"{url}: {err}")
+        except Exception as err:  # noqa: BLE001 - every source failing is reported together below
+            errors.append(f"{source}: {type(err).__name__}: {err}")
     else:
         raise MissingAssetError(
-            f"could not download {entry.name} ({'; '.join(errors)}). A partial file, if any, is kept at "
-            f"{dest}.part and will be resumed; or place the file at {dest} yourself."
+            f"could not download {entry.name} ({'; '.join(errors)}). A partial file, if any, is kept beside "
+            f"{dest} and will be resumed; or place the file at {dest} yourself."
         )
     try:
         verify(dest, entry)
     except MissingAssetError:
         dest.replace(dest.with_name(dest.name + ".rejected"))  # our own download: set aside, never used
         raise
+    if not (entry.sha256 or entry.md5):
+        log.warning("%s has no pinned checksum; its sha256 is %s (pin it in bench/hub.py)",
+                    entry.name, file_digest(dest, "sha256"))
     return dest
+
+
+def load_model(name: str) -> Any:
+    """Fetch model file ``name`` and convert it to our torch module with its converter."""
+    import importlib
+
+    entry = MODEL_FILES.get(name)
+    module_name, _, function = entry.converter.partition(":")
+    converter = getattr(importlib.import_module(module_name), function)
+    return converter(fetch(name))
+
+
+def load_for_dataset(defense: str, dataset: str, files: dict[str, str]) -> Any:
+    """The network ``defense`` uses on ``dataset``: ``files`` maps dataset -> model file name."""
+    if dataset not in files:
+        raise MissingAssetError(
+            f"{defense} has no public {dataset} checkpoint in the model registry (it has: "
+            f"{', '.join(['toy', *files])}). Train one (`bench addt train`) or register a local file in bench/hub.py."
+        )
+    return load_model(files[dataset])

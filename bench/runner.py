@@ -53,6 +53,7 @@ class RunRequest:
     eps: float | None = None
     step_size: float | None = None
     dataset: str = "toy"
+    classifier: str | None = None  # spec, see bench.classifiers; None = the dataset's default
     n_samples: int | None = 64
     start_index: int = 0
     seed: int = 0
@@ -92,7 +93,7 @@ def _device(name: str) -> torch.device:
 
 def build_components(
     *, defense: str, defense_config: dict[str, Any], attack: str, attack_config: dict[str, Any],
-    setting: str, dataset: str, runtime: dict[str, Any],
+    setting: str, dataset: str, runtime: dict[str, Any], classifier: str = "",
 ) -> Components:
     from bench.classifiers import load_classifier
 
@@ -107,7 +108,8 @@ def build_components(
     attack_obj = attack_cls(build_config(attack_cls.config_cls, attack_config))
     # Models first: a missing checkpoint should fail before a dataset download starts.
     defense_obj = defense_cls.pretrained(dataset, build_config(defense_cls.config_cls, defense_config))
-    model = DefendedClassifier(defense_obj, load_classifier(dataset)).to(device=device, dtype=dtype).eval()
+    classifier_obj = load_classifier(dataset, classifier or None, attack_config.get("norm", "linf"))
+    model = DefendedClassifier(defense_obj, classifier_obj).to(device=device, dtype=dtype).eval()
     split = load_test_split(dataset)
     budget = parse_bytes(runtime["memory_budget"]) if runtime.get("memory_budget") else default_budget(device)
     return Components(model, attack_obj, parsed_setting, split, device, dtype, runtime["checkpoint"], budget)
@@ -145,9 +147,13 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
         "device": request.device, "dtype": request.dtype, "checkpoint": request.checkpoint,
         "memory_budget": request.memory_budget,
     }
+    from bench.classifiers import default_classifier
+
+    classifier = request.classifier or default_classifier(request.dataset)
     parts = build_components(
         defense=request.defense, defense_config=defense_config, attack=request.attack,
         attack_config=attack_config, setting=setting.name, dataset=request.dataset, runtime=runtime,
+        classifier=classifier,
     )
     indices = select_indices(parts.split, request.n_samples, request.start_index)
     provenance = collect_provenance(parts.device)
@@ -155,7 +161,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
     run = Run(
         id=run_id, status="running", defense=request.defense, defense_config=defense_config,
         attack=request.attack, attack_config=attack_config, setting=setting.name, norm=request.norm,
-        eps=float(eps), dataset=request.dataset, sample_indices=indices, n_samples=len(indices),
+        eps=float(eps), dataset=request.dataset, classifier=classifier, sample_indices=indices, n_samples=len(indices),
         seed=request.seed, eval_draws=request.eval_draws, batch_size=request.batch_size,
         nfe=parts.model.defense.nfe, runtime=runtime, git_commit=provenance["git_commit"],
         package_versions=provenance["packages"], device=provenance["device"], wall_seconds=0.0,
@@ -185,6 +191,7 @@ def execute_run(
         spec = dict(
             defense=run.defense, defense_config=run.defense_config, attack=run.attack,
             attack_config=run.attack_config, setting=run.setting, dataset=run.dataset, runtime=run.runtime,
+            classifier=run.classifier,
         )
         indices, batch_size, seed, draws = list(run.sample_indices), run.batch_size, run.seed, run.eval_draws
         done = set(session.scalars(select(SampleResult.sample_index).where(SampleResult.run_id == run_id)))

@@ -50,6 +50,7 @@ class Run(Base):
     norm: Mapped[str] = mapped_column(String(8))
     eps: Mapped[float] = mapped_column(Float)
     dataset: Mapped[str] = mapped_column(String(32))
+    classifier: Mapped[str] = mapped_column(String(512), default="")
     sample_indices: Mapped[list[int]]
     n_samples: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError, MissingAssetError
+from bench.errors import ConfigError
 from bench.noise import NoiseBatch, StreamSpec
 
 
@@ -136,11 +136,9 @@ class DiffPure(Defense):
             from bench.toy import load_toy_ncsnpp
 
             return cls(config, load_toy_ncsnpp())
-        raise MissingAssetError(
-            f"{cls.name} on {dataset!r} needs Score-SDE's checkpoint_8.pth (vp/cifar10_ddpmpp_deep_continuous), "
-            "which the checksummed model registry (issue #3) will fetch; not available in this version. "
-            "Use --dataset toy."
-        )
+        from bench.hub import load_for_dataset
+
+        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"}))
 
     @classmethod
     def for_testing(cls, config: DiffPureConfig | None = None, channels: int = 1, size: int = 8) -> DiffPure:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError, MissingAssetError
+from bench.errors import ConfigError
 from bench.noise import NoiseBatch, StreamSpec
 
 
@@ -108,10 +108,9 @@ class _EDMPurifier(Defense):
             from bench.toy import load_toy_edm
 
             return cls(config, load_toy_edm())
-        raise MissingAssetError(
-            f"{cls.name} on {dataset!r} needs edm-cifar10-32x32-uncond-vp.pkl, which the checksummed "
-            "model registry (issue #3) will fetch and convert; not available in this version. Use --dataset toy."
-        )
+        from bench.hub import load_for_dataset
+
+        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "edm-cifar10-uncond-vp"}))
 
     @classmethod
     def for_testing(cls, config: DPEDMConfig | None = None, channels: int = 1, size: int = 8) -> _EDMPurifier:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError, MissingAssetError
+from bench.errors import ConfigError
 from bench.noise import NoiseBatch, StreamSpec
 
 DEFAULT_SCALE = {"mse": 60000.0, "ssim": 70000.0, "none": 0.0}
@@ -197,10 +197,9 @@ class GDMP(Defense):
             from bench.toy import load_toy_unet
 
             return cls(config, load_toy_unet())
-        raise MissingAssetError(
-            f"gdmp on {dataset!r} needs pesser's ema_cifar10 DDPM, which the checksummed model registry "
-            "(issue #3) will fetch and convert; not available in this version. Use --dataset toy."
-        )
+        from bench.hub import load_for_dataset
+
+        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "ddpm-cifar10-pesser-ema"}))
 
     @classmethod
     def for_testing(cls, config: GDMPConfig | None = None, channels: int = 1, size: int = 8) -> GDMP:

@@ -35,7 +35,9 @@ def test_ls_lists_plugins_with_descriptions(capsys: pytest.CaptureFixture) -> No
     (["--defense", "none", "--attack", "pgd_eot", "--setting", "grey"], "Unknown setting 'grey'"),
     (["--defense", "none", "--attack", "pgd_eot", "--dataset", "mnist"], "Unknown dataset 'mnist'"),
     (["--defense", "dp_ddpm", "--attack", "pgd_eot", "--defense-opt", "nfe=3"], "nfe=3 must divide t_star=100"),
-    (["--defense", "dp_ddpm", "--attack", "pgd_eot", "--dataset", "cifar10"], "Use --dataset toy"),
+    (["--defense", "dp_ddpm", "--attack", "pgd_eot", "--dataset", "cifar100"], "cifar100 has no default classifier"),
+    (["--defense", "dp_ddpm", "--attack", "pgd_eot", "--dataset", "cifar100", "--classifier", "wrn-28-10:/nonexistent.pt"],
+     "no public cifar100 checkpoint"),
 ])
 def test_bad_input_gets_one_clear_line(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))

@@ -84,3 +84,16 @@ def test_edm_songunet_reproduces_golden(rule: str, filename: str) -> None:
     assert relative_error(d, golden["y"]) < 1e-4
     assert relative_error(f, golden["debug_F_x"]) < 1e-4
     assert relative_error(d1, golden["y_batch1"]) < 1e-4
+
+
+def test_pesser_file_converter_reproduces_golden(tmp_path) -> None:
+    """The file-level converter (torch.load weights_only) on a state_dict saved in pesser's names."""
+    from bench.zoo import load_pesser_ddpm
+
+    folder = "ddpm_pesser_cifar10"
+    golden = torch.load(FIXTURES / folder / "golden.pt", weights_only=True)
+    torch.save(original_state_dict(folder, "sin"), tmp_path / "ema_cifar10.ckpt")
+    model = load_pesser_ddpm(tmp_path / "ema_cifar10.ckpt")
+    with torch.no_grad():
+        y = model(golden["x"], golden["t"]).sample
+    assert relative_error(y, golden["y"]) < 1e-4
