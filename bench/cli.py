@@ -107,6 +107,10 @@ def _format_summary(run: Any) -> str:
             m = metrics[part][key]
             cells.append(f"{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]")
         lines.append(f"{label:<16}{cells[0]:<26}{cells[1]:<26}")
+    if "attack_reported" in metrics:
+        m = metrics["attack_reported"]
+        lines.append(f"{'attack says':<16}{'':<26}{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+                     "  (the attack's own verdict; the rows above are the harness's evaluation)")
     return "\n".join(lines)
 
 
@@ -225,8 +229,37 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.config import parse_overrides
+    from bench.store import open_store
+    from bench.studies import StudyRequest, run_study
+
+    _load_plugins()
+    request = StudyRequest(
+        defense=args.defense, dataset=args.dataset, n_samples=args.n_samples, seed=args.seed,
+        values=[v.strip() for v in args.values.split(",")] if args.values else [],
+        defense_options=parse_overrides(args.defense_opt), attack_options=parse_overrides(args.attack_opt),
+        eval_draws=args.draws, out_dir=Path(args.out),
+    )
+    result = run_study(open_store(args.db), args.name, request)
+    print(result.table)
+    print(f"study {result.study_id}: {len(result.run_ids)} runs stored; plot: {result.plot_path}")
+    return 0
+
+
 def _cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import run_perf
+
+    if args.attack_cost:
+        from bench.config import parse_overrides
+        from bench.perf import measure_attack_cost
+
+        _load_plugins()
+        print(measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
+                                  parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
+        return 0
 
     print(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
     return 0
@@ -299,12 +332,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--only", help="comma-separated subset of classifier,ddpm,vp,edm (default: all)")
     train.set_defaults(func=_cmd_toy_train)
 
+    study = sub.add_parser("study", help="run a diagnostic study: eot | nfe | settings (stored, with a plot)")
+    study.add_argument("name", help="eot | nfe | settings")
+    study.add_argument("--defense", help="defense (default dp_ddpm; nfe: dp_ddpm and dp_ddim)")
+    study.add_argument("--values", help="comma-separated sweep (eot: 1,2,4,8,16; nfe: 2,5,10,20,50,100; "
+                       "settings: white,dw_fwd,dw_both,dw_semi:8)")
+    study.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
+    study.add_argument("--n-samples", type=int, default=64, help="images per run (default 64)")
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--draws", type=int, default=10, help="evaluation noise draws K (default 10)")
+    study.add_argument("--defense-opt", action="append", metavar="KEY=VALUE")
+    study.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="pgd_eot option")
+    study.add_argument("--out", default="results/studies", help="folder for the plot (default results/studies)")
+    study.add_argument("--db", help="SQLAlchemy URL or SQLite path (default results/bench.sqlite)")
+    study.set_defaults(func=_cmd_study)
+
     perf = sub.add_parser("perf", help="measure gradient cost, checkpoint memory and EoT batching")
     perf.add_argument("--model", action="append", choices=["toy", "cifar10-ddpm"],
                       help="UNet(s) to measure (default: both)")
     perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
     perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
+    perf.add_argument("--attack-cost", metavar="DEFENSE",
+                      help="instead: time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")
+    perf.add_argument("--n-samples", type=int, default=16, help="images for --attack-cost (default 16)")
+    perf.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="defense option for --attack-cost")
+    perf.add_argument("--aa-opt", action="append", metavar="KEY=VALUE",
+                      help="AutoAttack option for --attack-cost (e.g. n_iter=100, eot=20)")
+    perf.add_argument("--db", help="store the --attack-cost runs here (default: in memory)")
     perf.set_defaults(func=_cmd_perf)
     return parser
 

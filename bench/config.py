@@ -13,10 +13,15 @@ C = TypeVar("C")
 
 
 def _coerce(owner: str, name: str, annotation: Any, value: Any) -> Any:
-    """Convert a CLI string to the field's annotated type (int, float, bool, str, Literal)."""
+    """Convert a CLI string to the field's annotated type (int, float, bool, str, Literal, or a
+    tuple of str given comma-separated); stored JSON lists become tuples again."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return tuple(value)
     if not isinstance(value, str):
         return value
-    origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if value not in choices:

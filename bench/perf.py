@@ -160,3 +160,44 @@ def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int
         details.append(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()))
     return "\n".join(lines + [""] + details)
 
+
+
+def measure_attack_cost(
+    defense: str = "dp_ddpm", n_samples: int = 16, defense_options: dict[str, Any] | None = None,
+    aa_options: dict[str, Any] | None = None, db: str = "sqlite://", seed: int = 0,
+) -> str:
+    """(d) aa_rand_fixed and aa_rand vs pgd_eot (PGD20-EoT10) on the same toy defense, images
+    and seed: attack time ratio next to each robust accuracy (runs stored in ``db``)."""
+    from sqlalchemy.orm import Session
+
+    from bench.runner import RunRequest, execute_run, start_run
+    from bench.store import get_run, open_store
+
+    engine = open_store(db)
+    rows = []
+    for attack, options in (("pgd_eot", {}), ("aa_rand_fixed", aa_options or {}), ("aa_rand", aa_options or {})):
+        request = RunRequest(defense=defense, attack=attack, n_samples=n_samples, batch_size=n_samples, seed=seed,
+                             defense_options=dict(defense_options or {}), attack_options=dict(options))
+        run_id, parts = start_run(engine, request)
+        execute_run(engine, run_id, parts=parts)
+        with Session(engine) as session:
+            run = get_run(session, run_id)
+            rows.append((attack, run.id, run.attack_seconds, run.metrics, run.attack_config))
+    base = rows[0][2]
+    lines = [
+        f"(d) attack cost on toy {defense} {defense_options or ''}, {n_samples} images, seed {seed}",
+        "",
+        "| attack | run | attack time (s) | time / pgd_eot | robust expected [95% CI] | attack's own verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for attack, run_id, seconds, metrics, _config in rows:
+        robust = metrics["robust"]["expected"]
+        own = metrics.get("attack_reported")
+        own_text = f"{own['acc']:.3f} [{own['ci_low']:.3f}, {own['ci_high']:.3f}]" if own else "-"
+        lines.append(f"| {attack} | {run_id} | {seconds:.1f} | {seconds / base:.2f} | "
+                     f"{robust['acc']:.3f} [{robust['ci_low']:.3f}, {robust['ci_high']:.3f}] | {own_text} |")
+    aa_config = rows[1][4]
+    bound = (aa_config["n_iter"] + 1) * aa_config["eot"] * len(aa_config["attacks"]) / (rows[0][4]["steps"] * rows[0][4]["eot"])
+    lines += ["", f"gradient evaluations per sample, AutoAttack / PGD: at most {bound:.1f} "
+                  "(APGD (n_iter+1) x EoT per attack; fewer when points reach zero expected accuracy early)"]
+    return "\n".join(lines)

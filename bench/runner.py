@@ -20,7 +20,7 @@ from bench.data import DATASETS, Split, load_test_split, select_indices
 from bench.defense import DEFENSES, DefendedClassifier
 from bench.errors import ConfigError, StoreError, UnknownNameError
 from bench.memory import default_budget, parse_bytes, plan_gradient, plan_inference
-from bench.metrics import summarize
+from bench.metrics import summarize, wilson_interval
 from bench.noise import NoiseSource
 from bench.provenance import collect_provenance, git_commit
 from bench.settings import Setting, parse_setting
@@ -164,7 +164,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
         eps=float(eps), dataset=request.dataset, classifier=classifier, sample_indices=indices, n_samples=len(indices),
         seed=request.seed, eval_draws=request.eval_draws, batch_size=request.batch_size,
         nfe=parts.model.defense.nfe, runtime=runtime, git_commit=provenance["git_commit"],
-        package_versions=provenance["packages"], device=provenance["device"], wall_seconds=0.0,
+        package_versions=provenance["packages"], device=provenance["device"], wall_seconds=0.0, attack_seconds=0.0,
     )
     with Session(engine) as session, session.begin():
         session.add(run)
@@ -238,14 +238,18 @@ def _run_batches(
         y = parts.split.labels[batch_ids].to(device)
         target = StochasticTarget(model, parts.setting, noise, batch_ids, grad_plan, eval_plan)
         clean_preds = target.eval_predictions(x, draws)
+        attack_began = time.perf_counter()
         x_adv = parts.attack.perturb(target, x, y)
+        attack_elapsed = time.perf_counter() - attack_began
+        report = getattr(parts.attack, "last_report", None)
+        infos = report.rows() if report is not None else [None] * len(batch_ids)
         adv_preds = target.eval_predictions(x_adv, draws)
         delta = (x_adv - x).flatten(1).float()
         rows = [
             SampleResult(
                 run_id=run_id, sample_index=sid, position=start + j, label=int(y[j]),
                 clean_preds=clean_preds[j].tolist(), adv_preds=adv_preds[j].tolist(),
-                linf_norm=float(delta[j].abs().max()), l2_norm=float(delta[j].norm()),
+                linf_norm=float(delta[j].abs().max()), l2_norm=float(delta[j].norm()), attack_info=infos[j],
             )
             for j, sid in enumerate(batch_ids)
         ]
@@ -255,6 +259,7 @@ def _run_batches(
             run = session.get(Run, run_id)
             assert run is not None
             run.wall_seconds = (run.wall_seconds or 0.0) + elapsed
+            run.attack_seconds = (run.attack_seconds or 0.0) + attack_elapsed
             run.updated_at = utcnow()
         finished += len(batch_ids)
         if progress:
@@ -272,6 +277,12 @@ def finalize_run(engine: Engine, run_id: str) -> dict[str, Any]:
         clean = summarize(labels, torch.tensor([r.clean_preds for r in rows]))
         robust = summarize(labels, torch.tensor([r.adv_preds for r in rows]))
         metrics = {"clean": clean, "robust": robust, "n": len(rows), "draws": run.eval_draws}
+        reported = [r.attack_info["reported_correct"] for r in rows if r.attack_info and "reported_correct" in r.attack_info]
+        if len(reported) == len(rows):
+            # what the attack itself concluded (e.g. aa_rand's one-draw verdict), beside our evaluation
+            value = sum(reported) / len(rows)
+            low, high = wilson_interval(value, len(rows))
+            metrics["attack_reported"] = {"acc": value, "ci_low": low, "ci_high": high, "n": len(rows)}
         run.metrics = metrics
         run.clean_acc, run.clean_ci_low, run.clean_ci_high = (clean["expected"][k] for k in ("acc", "ci_low", "ci_high"))
         run.robust_acc, run.robust_ci_low, run.robust_ci_high = (robust["expected"][k] for k in ("acc", "ci_low", "ci_high"))

@@ -63,6 +63,7 @@ class Run(Base):
     package_versions: Mapped[dict[str, Any]]
     device: Mapped[str] = mapped_column(String(128))
     wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    attack_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # inside attack.perturb only
 
     clean_acc: Mapped[float | None] = mapped_column(Float)
     clean_ci_low: Mapped[float | None] = mapped_column(Float)
@@ -90,8 +91,24 @@ class SampleResult(Base):
     adv_preds: Mapped[list[int]]
     linf_norm: Mapped[float] = mapped_column(Float)
     l2_norm: Mapped[float] = mapped_column(Float)
+    # the attack's own per-sample verdict, e.g. {"reported_correct": 0.35, "chosen_by": "apgd-ce"}
+    attack_info: Mapped[dict[str, Any] | None]
 
     run: Mapped[Run] = relationship(back_populates="samples")
+
+
+class Study(Base):
+    """A diagnostic study (``bench study``): its runs plus study-level values (e.g. cosines)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    config: Mapped[dict[str, Any]]
+    run_ids: Mapped[list[str]] = mapped_column(JSON)
+    results: Mapped[dict[str, Any]]
+    plot_path: Mapped[str | None] = mapped_column(Text)
 
 
 def default_url() -> str:

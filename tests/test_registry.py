@@ -16,7 +16,7 @@ def test_unknown_name_suggests_and_lists_valid_names() -> None:
 
 
 def test_unknown_attack_lists_attacks() -> None:
-    with pytest.raises(UnknownNameError, match="Valid attacks: pgd_eot"):
+    with pytest.raises(UnknownNameError, match="Valid attacks: aa_rand, aa_rand_fixed, aa_standard, pgd_eot"):
         ATTACKS.get("pgd")
 
 

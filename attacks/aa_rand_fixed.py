@@ -1,0 +1,34 @@
+"""``aa_rand_fixed``: AutoAttack rand with the selection fixed for stochastic defenses.
+
+The same pyautoattack APGD-CE and APGD-DLR (1 restart, 100 iterations, EoT 20), but the clean
+input and every candidate are judged by their expected accuracy over ``eval_draws`` (M=20)
+attacker-side noise draws, stacked into one batch; a candidate replaces the current point only
+if its expected accuracy is lower, and only points still above zero are attacked by the next
+attack (ADDT paper Appendix J; fra31/auto-attack PR #105). ``judge=mean`` additionally makes
+APGD's internal "best so far" use the mean over each iteration's EoT draws.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attacks.aa_common import AARandFixedConfig
+from bench.attack import Attack, register_attack
+from bench.autoattack import APGDRunner, SelectionReport, select_fixed
+from bench.target import StochasticTarget
+
+
+@register_attack("aa_rand_fixed")
+class AARandFixed(Attack):
+    description = "AutoAttack rand with expected-accuracy selection over M=20 draws (ADDT App. J fix)"
+    config_cls = AARandFixedConfig
+
+    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        deterministic = target.is_deterministic(x)
+        eot = 1 if deterministic else target.setting.attack_draws(cfg.eot)
+        draws = 1 if deterministic else cfg.eval_draws
+        runner = APGDRunner(target, cfg.norm, cfg.eps, cfg.n_iter, eot, cfg.judge)
+        x_adv, report = select_fixed(runner, cfg.attacks, x, y, list(target.sample_ids), draws)
+        self.last_report: SelectionReport | None = report
+        return x_adv

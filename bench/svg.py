@@ -1,0 +1,94 @@
+"""Small static SVG charts (line charts with optional error bars) for studies and the site.
+
+Written by hand: none of our dependencies plots, and a self-contained SVG (no fonts, scripts
+or CDN) is a few dozen lines; every text node is XML-escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+@dataclass
+class Series:
+    """One line: points (x, y) and optional (low, high) error bars per point."""
+
+    label: str
+    points: Sequence[tuple[float, float]]
+    errors: Sequence[tuple[float, float]] | None = None
+    dashed: bool = False
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        return [low]
+    step = (high - low) / (count - 1)
+    return [low + i * step for i in range(count)]
+
+
+def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str, log_x: bool = False,
+               y_range: tuple[float, float] | None = None, width: int = 560, height: int = 340) -> str:
+    """An SVG document with one polyline (plus markers and error bars) per series."""
+    left, right, top, bottom = 60, 150, 34, 46
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [x for s in series for x, _ in s.points]
+    ys = [y for s in series for _, y in s.points] + [v for s in series for e in (s.errors or []) for v in e]
+    if not xs:
+        xs, ys = [0.0, 1.0], [0.0, 1.0]
+    fx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
+    x_low, x_high = min(fx(x) for x in xs), max(fx(x) for x in xs)
+    if x_high == x_low:
+        x_low, x_high = x_low - 1, x_high + 1
+    y_low, y_high = y_range or (min(ys), max(ys))
+    if y_high == y_low:
+        y_low, y_high = y_low - 0.5, y_high + 0.5
+
+    def px(x: float) -> float:
+        return left + (fx(x) - x_low) / (x_high - x_low) * plot_w
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y_low) / (y_high - y_low)) * plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<title>{escape(title)}</title>',
+        f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
+    for tick in _ticks(y_low, y_high):
+        out.append(f'<line x1="{left - 4}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
+    x_ticks = sorted({x for x in xs})
+    if len(x_ticks) > 10:
+        x_ticks = [10 ** t for t in _ticks(x_low, x_high)] if log_x else _ticks(x_low, x_high)
+    for tick in x_ticks:
+        out.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{tick:.4g}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
+    for i, s in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        points = sorted(s.points)
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+        dash = ' stroke-dasharray="5,3"' if s.dashed else ""
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        for j, (x, y) in enumerate(s.points):
+            if s.errors:
+                low, high = s.errors[j]
+                out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
+                           f'stroke="{color}" stroke-width="1"/>')
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"><title>'
+                       f'{escape(s.label)}: {x:.4g}, {y:.4g}</title></circle>')
+        legend_y = top + 14 + 16 * i
+        out.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 28}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
+                   f'stroke="{color}" stroke-width="2"{dash}/>')
+        out.append(f'<text x="{left + plot_w + 32}" y="{legend_y}">{escape(s.label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
