@@ -178,6 +178,53 @@ RESULT_COLUMNS = [
 ]
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bench.records import export_run
+    from bench.store import Run, get_run, open_store
+
+    _load_plugins()
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        if args.all:
+            runs = list(session.scalars(select(Run).where(Run.status == "complete").order_by(Run.created_at)))
+        elif args.run_ids:
+            runs = [get_run(session, run_id) for run_id in args.run_ids]
+        else:
+            raise BenchError("name one or more run ids, or pass --all")
+        for run in runs:
+            print(export_run(run, Path(args.out)))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.records import validate_paths
+
+    records, errors = validate_paths([Path(p) for p in args.paths])
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(records)} valid record(s), {len(errors)} invalid", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.leaderboard import build_site
+
+    _load_plugins()
+    summary = build_site(Path(args.records), Path(args.out))
+    print(f"built {summary['out']}: {summary['records']} records, {summary['entries']} entries, "
+          f"{summary['tables']} tables in {summary['seconds']:.2f} s; open {summary['out']}/index.html")
+    return 0
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
     import pandas as pd
     from sqlalchemy import select
@@ -252,6 +299,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import run_perf
 
+    if args.leaderboard:
+        from bench.perf import measure_leaderboard_build
+
+        _load_plugins()
+        print(measure_leaderboard_build(args.leaderboard))
+        return 0
     if args.attack_cost:
         from bench.config import parse_overrides
         from bench.perf import measure_attack_cost
@@ -323,6 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--db")
     results.set_defaults(func=_cmd_results)
 
+    export = sub.add_parser("export", help="write runs as JSON records under results/ (the leaderboard's source)")
+    export.add_argument("run_ids", nargs="*", help="run ids (or unique prefixes)")
+    export.add_argument("--all", action="store_true", help="export every complete run")
+    export.add_argument("--out", default="results", help="records root (default results/)")
+    export.add_argument("--db")
+    export.set_defaults(func=_cmd_export)
+
+    validate = sub.add_parser("validate", help="check record files against the schema")
+    validate.add_argument("paths", nargs="+", help="record files or folders")
+    validate.set_defaults(func=_cmd_validate)
+
+    leaderboard = sub.add_parser("leaderboard", help="the static leaderboard site")
+    lb_sub = leaderboard.add_subparsers(dest="leaderboard_command", required=True)
+    build = lb_sub.add_parser("build", help="validate the records and render the site")
+    build.add_argument("--records", default="results", help="records root (default results/)")
+    build.add_argument("--out", default="leaderboard/site", help="output folder (default leaderboard/site)")
+    build.set_defaults(func=_cmd_leaderboard)
+
     toy = sub.add_parser("toy", help="the toy suite")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True)
     train = toy_sub.add_parser("train", help="train the toy DDPM and classifier and write their weights")
@@ -353,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
     perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
+    perf.add_argument("--leaderboard", type=int, metavar="N", help="instead: time the site build on N synthetic records")
     perf.add_argument("--attack-cost", metavar="DEFENSE",
                       help="instead: time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")
     perf.add_argument("--n-samples", type=int, default=16, help="images for --attack-cost (default 16)")

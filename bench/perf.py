@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -201,3 +202,74 @@ def measure_attack_cost(
     lines += ["", f"gradient evaluations per sample, AutoAttack / PGD: at most {bound:.1f} "
                   "(APGD (n_iter+1) x EoT per attack; fewer when points reach zero expected accuracy early)"]
     return "\n".join(lines)
+
+
+def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` valid records with made-up outcomes (for timing the site build only): 20
+    records per entry (attacks x settings x threat models), spread over the registered defenses."""
+    import dataclasses
+    import random
+
+    import attacks  # noqa: F401
+    import defenses  # noqa: F401
+    from bench.attack import ATTACKS
+    from bench.defense import DEFENSES
+    from bench.metrics import wilson_interval
+    from bench.records import dumps_record, record_path
+
+    rng = random.Random(seed)
+    names = DEFENSES.names()
+    combos = [(attack, setting, dataset, norm, eps)
+              for attack, setting in (("pgd_eot", "white"), ("aa_rand_fixed", "white"), ("aa_rand", "white"),
+                                      ("pgd_eot", "dw_fwd"), ("pgd_eot", "dw_both"))
+              for dataset, norm, eps in (("cifar10", "linf", 8 / 255), ("cifar10", "l2", 0.5), ("toy", "linf", 0.25),
+                                         ("cifar100", "linf", 8 / 255))]
+    n, k = 64, 10
+    for i in range(count):
+        defense = names[(i // len(combos)) % len(names)]
+        attack, setting, dataset, norm, eps = combos[i % len(combos)]
+        clean_counts = [rng.randint(6, 10) for _ in range(n)]
+        adv_counts = [rng.randint(0, c) for c in clean_counts]
+
+        def acc(counts: list[int]) -> dict[str, Any]:
+            value = sum(counts) / (n * k)
+            low, high = wilson_interval(value, n)
+            return {"acc": value, "ci_low": low, "ci_high": high}
+
+        def accuracies(counts: list[int]) -> dict[str, Any]:
+            return {"expected": acc(counts), "worst": acc([k if c == k else 0 for c in counts]),
+                    "majority": acc([k if c > k / 2 else 0 for c in counts])}
+
+        record = {
+            "schema_version": 1, "run_id": f"synthetic{i:06d}", "entry": f"{defense}[variant={i // len(combos)}]",
+            "defense": {"name": defense, "config": dataclasses.asdict(DEFENSES.get(defense).config_cls()), "nfe": 100,
+                        "paper": DEFENSES.get(defense).paper, "diffusion_model": "synthetic", "addt": False},
+            "attack": {"name": attack, "config": dataclasses.asdict(ATTACKS.get(attack).config_cls()),
+                       "unreliable": attack == "aa_rand"},
+            "setting": setting, "classifier": "synthetic",
+            "dataset": {"name": dataset, "n_samples": n, "sample_indices": list(range(n))},
+            "threat_model": {"norm": norm, "eps": eps}, "eval_draws": k,
+            "clean": accuracies(clean_counts), "robust": accuracies(adv_counts), "attack_reported": None,
+            "cost": {"wall_seconds": 100.0, "attack_seconds": 90.0, "device": "synthetic"}, "seed": i,
+            "git_commit": None, "package_versions": {}, "created_at": "2026-11-22T00:00:00",
+            "finished_at": "2026-11-22T00:00:00",
+            "samples": {"label": [0] * n, "clean_correct": clean_counts, "adv_correct": adv_counts},
+        }
+        record["_attack_label"] = attack
+        path = record_path(root, record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps_record(record) + "\n", encoding="utf-8")
+
+
+def measure_leaderboard_build(count: int = 10_000) -> str:
+    """(e) Time ``bench leaderboard build`` on ``count`` synthetic records (generation excluded)."""
+    import tempfile
+
+    from bench.leaderboard import build_site
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "results"
+        write_synthetic_records(root, count)
+        summary = build_site(root, Path(tmp) / "site")
+    return (f"(e) leaderboard build: {summary['records']} records, {summary['entries']} entries, "
+            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s)")

@@ -92,3 +92,34 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
         out.append(f'<text x="{left + plot_w + 32}" y="{legend_y}">{escape(s.label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def bar_chart(bars: Sequence[tuple[str, float, float | None, float | None]], *, title: str, x_label: str,
+              width: int = 560, bar_height: int = 18) -> str:
+    """Horizontal bars in [0, 1]: (label, value, ci_low, ci_high); whiskers show the CI."""
+    left, right, top = 190, 20, 34
+    plot_w = width - left - right
+    height = top + bar_height * 1.5 * len(bars) + 40
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" viewBox="0 0 {width} {height:.0f}" '
+        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<title>{escape(title)}</title>',
+        f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = left + tick * plot_w
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{height - 34:.0f}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{height - 20:.0f}" text-anchor="middle">{tick:g}</text>')
+    for i, (label, value, low, high) in enumerate(bars):
+        y = top + i * bar_height * 1.5
+        color = PALETTE[i % len(PALETTE)]
+        out.append(f'<text x="{left - 6}" y="{y + bar_height * 0.7:.1f}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<rect x="{left}" y="{y:.1f}" width="{max(value, 0) * plot_w:.1f}" height="{bar_height}" '
+                   f'fill="{color}" fill-opacity="0.75"><title>{escape(label)}: {value:.4f}</title></rect>')
+        if low is not None and high is not None:
+            mid = y + bar_height / 2
+            out.append(f'<line x1="{left + low * plot_w:.1f}" x2="{left + high * plot_w:.1f}" y1="{mid:.1f}" '
+                       f'y2="{mid:.1f}" stroke="#000" stroke-width="1.5"/>')
+    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 6:.0f}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

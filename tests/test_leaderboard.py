@@ -1,0 +1,117 @@
+"""Records (export, schema, validation errors) and the static site (ranking, escaping, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.leaderboard import build_site, paper_url
+from bench.perf import write_synthetic_records
+from bench.records import RecordError, load_record_file, validate_paths, validate_record
+from bench.runner import RunRequest, execute_run, start_run
+from bench.store import Run, open_store
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Two real toy runs (pgd_eot white and dw_both) exported as records."""
+    from sqlalchemy.orm import Session
+
+    from bench.records import export_run
+
+    root = tmp_path_factory.mktemp("lb")
+    engine = open_store(f"sqlite:///{root / 'runs.db'}")
+    paths = []
+    for setting in ("white", "dw_both"):
+        request = RunRequest(defense="dp_ddim", attack="pgd_eot", setting=setting, n_samples=6, eval_draws=3,
+                             defense_options={"nfe": 5}, attack_options={"steps": 2, "eot": 2})
+        run_id, parts = start_run(engine, request)
+        execute_run(engine, run_id, parts=parts)
+        with Session(engine) as session:
+            paths.append(export_run(session.get(Run, run_id), root / "results"))
+    return root / "results", paths
+
+
+def test_export_writes_a_valid_reviewable_record(exported) -> None:
+    results, paths = exported
+    assert paths[0].relative_to(results).as_posix() == "toy/linf-0.25/dp_ddim-nfe=5__pgd_eot-eot=2,steps=2__white.json"
+    record = load_record_file(paths[0])
+    data = json.loads(paths[0].read_text())
+    assert data["schema_version"] == 1 and isinstance(data["robust"]["expected"]["acc"], float)
+    assert record.dataset.sample_indices == list(range(6)) and record.eval_draws == 3
+    assert record.git_commit is not None and "torch" in record.package_versions
+    assert '"clean_correct": [' in paths[0].read_text()  # per-sample lists stay on one line
+
+
+def _mutate(path: Path, change) -> dict:  # noqa: ANN001
+    data = json.loads(path.read_text())
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["robust"]["expected"].update(acc=1.5), "robust.expected.acc: Input should be less than or equal to 1"),
+    (lambda d: d["defense"].update(name="dp_ddpm2"), "unknown defense 'dp_ddpm2'"),
+    (lambda d: d["clean"]["expected"].pop("ci_low"), "clean.expected.ci_low: Field required"),
+    (lambda d: d["robust"]["expected"].update(ci_high=0.0, ci_low=0.0), "does not contain acc"),
+    (lambda d: d["samples"]["adv_correct"].__setitem__(0, 99), "counts outside 0..eval_draws"),
+    (lambda d: d.update(setting="grey"), "setting: String should match pattern"),
+    (lambda d: d["robust"]["expected"].update(acc=0.0, ci_low=0.0), "does not follow from the per-sample outcomes"),
+])
+def test_malformed_records_fail_with_file_field_and_problem(exported, change, message) -> None:
+    _, paths = exported
+    data = _mutate(paths[0], change)
+    from bench.records import registry_names
+
+    with pytest.raises(RecordError) as err:
+        validate_record(data, paths[0], *registry_names())
+    assert str(paths[0]) in str(err.value) and message in str(err.value)
+
+
+def test_invalid_record_never_reaches_the_site(exported, tmp_path) -> None:
+    results, paths = exported
+    bad = tmp_path / "results" / "toy"
+    bad.mkdir(parents=True)
+    (bad / "broken.json").write_text("{not json")
+    good = tmp_path / "results" / paths[0].name
+    good.write_text(paths[0].read_text())
+    records, errors = validate_paths([tmp_path / "results"])
+    assert len(records) == 1 and len(errors) == 1 and "broken.json: not valid JSON" in errors[0]
+    with pytest.raises(BenchError, match="1 invalid record"):
+        build_site(tmp_path / "results", tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
+def test_site_ranks_by_the_strongest_white_box_attack_and_escapes_text(tmp_path) -> None:
+    results = tmp_path / "results"
+    write_synthetic_records(results, 40)
+    # an entry whose name carries markup: it must be rendered inert everywhere
+    victim = sorted(results.rglob("*__pgd_eot__white.json"))[0]
+    data = json.loads(victim.read_text())
+    data["entry"] = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    data["classifier"] = "<b>bold</b>"
+    victim.write_text(json.dumps(data))
+    summary = build_site(results, tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<script>alert" not in index and "&lt;script&gt;alert" in index and "<b>bold</b>" not in index
+    for page in (tmp_path / "site" / "entries").glob("*.html"):
+        assert "<script>alert" not in page.read_text()
+    assert summary["records"] == 40
+    # ranking: per table, rows sorted by the minimum White-box reliable robust accuracy
+    for table_csv in (tmp_path / "site" / "tables").glob("*.csv"):
+        rows = list(csv.DictReader(table_csv.open()))
+        robust = [float(r["robust_acc"]) for r in rows]
+        assert robust == sorted(robust, reverse=True)
+        for r in rows:
+            reliable = [float(r[f"{a}_robust_acc"]) for a in ("pgd_eot", "aa_rand_fixed") if r[f"{a}_robust_acc"]]
+            assert float(r["robust_acc"]) == pytest.approx(min(reliable))
+    assert json.loads((tmp_path / "site" / "records" / "index.json").read_text())
+
+
+def test_paper_links() -> None:
+    assert paper_url("Nie et al., ICML 2022, arXiv:2205.07460") == "https://arxiv.org/abs/2205.07460"
+    assert paper_url("-") is None
