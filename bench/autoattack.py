@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.target import StochasticTarget
@@ -37,50 +38,84 @@ APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr"}
 QUERY_STEP_BASE = 1_000_000  # attacker-query noise keys live apart from PGD's step keys
 
 
+class _Replay(torch.autograd.Function):
+    """Returns precomputed logits whose backward is a precomputed input gradient.
+
+    APGD differentiates ``criterion(model(x), y).sum()`` once per EoT call; we computed every
+    draw of the block in one stacked forward/backward, so each call only replays its draw. The
+    incoming gradient is checked against the criterion's (it must be the same loss)."""
+
+    @staticmethod
+    def forward(ctx, x, value, grad_x, expected_grad_output, check):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(grad_x, expected_grad_output)
+        ctx.check = check
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001, ANN205
+        grad_x, expected = ctx.saved_tensors
+        if ctx.check and not torch.allclose(grad_output, expected, rtol=1e-4, atol=1e-6):
+            raise RuntimeError("APGD differentiated a different loss than the stacked EoT precomputation")
+        return grad_x, None, None, None, None
+
+
 class AttackerQueries(nn.Module):
     """The defended classifier as APGD queries it: ``forward(x) -> logits`` for the rows
     ``self.ids`` (dataset indices), each call under fresh attacker noise of the setting.
 
-    Calls are grouped in blocks of ``eot`` (APGD's EoT loop): call ``c`` uses the setting's
-    gradient sample ``c % eot`` of block ``c // eot`` — fresh noise per call under ``white``,
-    the known noise under ``dw_both``, the K known sets in turn under ``dw_semi:K``.
+    Calls come in blocks of ``eot`` (APGD's EoT loop, same ``x`` throughout): call ``c`` uses
+    the setting's gradient sample ``c % eot`` of block ``c // eot`` — fresh noise per call under
+    ``white``, the known noise under ``dw_both``, the K known sets in turn under ``dw_semi:K``.
+    The first call of a block computes all ``eot`` draws in one stacked forward/backward (chunked
+    to the memory plan), and every call replays its draw: the same values and gradients as
+    ``eot`` separate calls, at batched speed.
     With ``judge="mean"`` the last call of each block returns, as its *value*, the log of the
-    mean predictive distribution over the block's draws (its gradient is still the last
-    draw's), so APGD's "best so far" bookkeeping judges an iterate by all its EoT draws
-    rather than by the last one alone.
+    mean predictive distribution over the block's draws (its gradient stays the last draw's),
+    so APGD's "best so far" bookkeeping judges an iterate by all its EoT draws.
     """
 
     def __init__(self, target: StochasticTarget, eot: int, judge: Literal["last", "mean"] = "last") -> None:
         super().__init__()
         self.target, self.eot, self.judge = target, eot, judge
         self.ids: list[int] = []
+        self.labels: torch.Tensor | None = None
+        self.criterion: Any = None
         self.calls = 0  # global over the attack, so no two calls share noise
-        self.block: list[torch.Tensor] = []
+        self._block: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def start(self, ids: list[int]) -> None:
-        """Rows of the next ``attack_single_run`` are the samples ``ids``; a new EoT block starts."""
-        self.ids, self.block = list(ids), []
+    def start(self, ids: list[int], labels: torch.Tensor, criterion: Any) -> None:
+        """Rows of the next ``attack_single_run`` are samples ``ids`` with ``labels``; APGD's
+        per-sample loss is ``criterion(logits, labels)``."""
+        self.ids, self.labels, self.criterion, self._block = list(ids), labels, criterion, None
         self.calls += (-self.calls) % self.eot  # align blocks with APGD's EoT loops
+
+    def _compute_block(self, x: torch.Tensor, step: int) -> None:
+        sub = StochasticTarget(self.target.model, self.target.setting, self.target.noise, self.ids,
+                               self.target.grad_plan, self.target.eval_plan)
+        streams = sub.streams(x)
+        noise = sub._stacked_noise(x, self.eot, lambda sid, d: sub.setting.attack_keys(streams, step, d))
+        grads, _, logits = sub.per_draw_gradients(x, self.labels, noise, self.eot, self.criterion)
+        with torch.enable_grad():
+            leaf = logits.clone().requires_grad_(True)
+            (dloss,) = torch.autograd.grad(self.criterion(leaf.flatten(0, 1), self.labels.repeat(self.eot)).sum(), leaf)
+        self._block = (x.detach().clone(), logits, grads, dloss)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != len(self.ids):
             raise RuntimeError(f"APGD queried {x.shape[0]} rows, expected the {len(self.ids)} rows it was given")
-        target = self.target
-        streams = target.streams(x)
         step, draw = QUERY_STEP_BASE + self.calls // self.eot, self.calls % self.eot
         self.calls += 1
-        keys = target.setting.attack_keys(streams, step, draw)
-        noise = target.noise.batch(target.model.defense.noise_spec(tuple(x.shape[1:])), self.ids,
-                                   [keys] * len(self.ids)).to(x.device, x.dtype)
-        logits = target.model(x, noise, self.ids, checkpoint=target.grad_plan.checkpoint)
-        if self.judge == "last" or self.eot == 1:
-            return logits
-        self.block.append(torch.log_softmax(logits.detach(), dim=-1))
-        if len(self.block) < self.eot:
-            return logits
-        mean_log_probs = torch.logsumexp(torch.stack(self.block), dim=0) - torch.log(torch.tensor(float(self.eot)))
-        self.block = []
-        return logits + (mean_log_probs - logits).detach()
+        if draw == 0 or self._block is None or not torch.equal(self._block[0], x.detach()):
+            if draw != 0:
+                raise RuntimeError("APGD changed its iterate inside an EoT loop")
+            self._compute_block(x, step)
+        _, logits, grads, dloss = self._block
+        value, check = logits[draw], True
+        if self.judge == "mean" and draw == self.eot - 1 and self.eot > 1:
+            log_probs = torch.log_softmax(logits, dim=-1)
+            value = torch.logsumexp(log_probs, dim=0) - torch.log(torch.tensor(float(self.eot)))
+            check = False  # APGD's loss is now evaluated at the mean; the gradient stays the draw's
+        return _Replay.apply(x, value.to(x.dtype), grads[draw].to(x.dtype), dloss[draw].to(x.dtype), check)
 
 
 @dataclass
@@ -121,7 +156,9 @@ class APGDRunner:
         ``fooled`` is APGD's own verdict (some iterate fooled the judged prediction)."""
         self.apgd.loss = APGD_LOSSES[attack]
         self.apgd.init_hyperparam(x)
-        self.queries.start(ids)
+        criterion = (lambda logits, labels: F.cross_entropy(logits, labels, reduction="none")) \
+            if attack == "apgd-ce" else self.apgd.dlr_loss
+        self.queries.start(ids, y, criterion)
         x_init = self.random_start(x, ids, attack)
         with torch.enable_grad():
             _, acc, _, x_best_adv = self.apgd.attack_single_run(x, y, x_init=x_init)

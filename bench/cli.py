@@ -394,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default="leaderboard/site", help="output folder (default leaderboard/site)")
     build.set_defaults(func=_cmd_leaderboard)
 
+    from bench.addt_cli import add_parser as add_addt_parser
+
+    add_addt_parser(sub)
+
     toy = sub.add_parser("toy", help="the toy suite")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True)
     train = toy_sub.add_parser("train", help="train the toy DDPM and classifier and write their weights")

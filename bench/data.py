@@ -55,7 +55,7 @@ def load_test_split(name: str) -> Split:
     raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
 
 
-def _load_cifar(name: str) -> Split:
+def _load_cifar(name: str, train: bool = False) -> Split:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
@@ -65,17 +65,26 @@ def _load_cifar(name: str) -> Split:
         # its pickles, so only the published files are ever unpickled.
         from bench.hub import offline
 
-        dataset = cls(root=str(root), train=False, download=not offline())
+        dataset = cls(root=str(root), train=train, download=not offline())
     except Exception as err:  # network errors surface as many types (URLError, OSError, ...)
         raise MissingAssetError(
             f"could not load the {name} test set from {root} ({type(err).__name__}: {err}). "
             f"Download it where the network allows (torchvision.datasets."
-            f"{cls.__name__}(root='{root}', train=False, download=True)) or set BENCH_DATA_DIR "
+            f"{cls.__name__}(root='{root}', train={train}, download=True)) or set BENCH_DATA_DIR "
             "to a folder that holds it."
         ) from err
     images = torch.tensor(dataset.data).permute(0, 3, 1, 2).float() / 255.0
     labels = torch.tensor(dataset.targets, dtype=torch.int64)
     return Split(name, images.contiguous(), labels, 100 if name == "cifar100" else 10)
+
+
+def load_train_split(name: str) -> Split:
+    """The training split of dataset ``name`` (for ADDT fine-tuning)."""
+    if name == "toy":
+        return load_digits_split(train=True)
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, train=True)
+    raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
 
 
 def select_indices(split: Split, n_samples: int | None, start: int = 0) -> list[int]:

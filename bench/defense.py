@@ -27,6 +27,7 @@ class Defense(nn.Module, ABC):
     paper: ClassVar[str] = ""
     weights: ClassVar[str] = ""  # which checkpoint files the defense loads, per dataset
     license: ClassVar[str] = ""
+    addt: ClassVar[bool] = False  # weights fine-tuned with ADDT
     config_cls: ClassVar[type[Any]]
 
     def __init__(self, config: Any) -> None:
@@ -47,6 +48,7 @@ class Defense(nn.Module, ABC):
             "paper": cls.paper,
             "checkpoint": cls.weights,
             "license": cls.license,
+            "addt": cls.addt,
             "defaults": dataclasses.asdict(config),
             "nfe": instance.nfe,
             "network_calls": instance.network_calls,

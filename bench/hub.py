@@ -46,6 +46,7 @@ class ModelFile:
     hf_revision: str = "main"
     gdrive_id: str | None = None  # Google Drive file id (downloaded with gdown)
     converter: str = ""  # "module:function" turning the file into our torch module
+    produce: str = ""  # for files with no public source: the command that creates them
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -98,6 +99,21 @@ for _entry in (
     ),
 ):
     MODEL_FILES.register(_entry.name)(_entry)
+
+
+for _backbone, _base in (("ddpm", "ddpm-cifar10-google"), ("vp", "scoresde-vp-cifar10-ddpmpp-deep-continuous"),
+                         ("edm", "edm-cifar10-uncond-vp")):
+    MODEL_FILES.register(f"addt-{_backbone}-cifar10")(ModelFile(
+        name=f"addt-{_backbone}-cifar10",
+        filename=f"addt-{_backbone}-cifar10.safetensors",
+        urls=(),
+        description=f"ADDT fine-tune of {_base} (EMA weights written by `bench addt train`)",
+        license=f"as {_base}",
+        original_format="safetensors state_dict of our module (final.safetensors of `bench addt train`)",
+        converter=f"bench.zoo:load_addt_{_backbone}",
+        produce=(f"bench addt train --backbone {_backbone} --dataset cifar10 --classifier robustbench:Standard "
+                 f"--out runs/addt-{_backbone}; the file is runs/addt-{_backbone}/final.safetensors"),
+    ))
 
 
 def cache_dir() -> Path:
@@ -192,6 +208,9 @@ def fetch(name: str) -> Path:
     if dest.exists():
         verify(dest, entry)
         return dest
+    if not entry.sources:
+        raise MissingAssetError(f"{entry.name} has no public download; create it with `{entry.produce}` "
+                                f"and place the resulting file at {dest}")
     if offline():
         raise MissingAssetError(
             f"{entry.name} is not in the cache and BENCH_OFFLINE is set: download {entry.sources[0]} "

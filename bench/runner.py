@@ -24,7 +24,7 @@ from bench.metrics import summarize, wilson_interval
 from bench.noise import NoiseSource
 from bench.provenance import collect_provenance, git_commit
 from bench.settings import Setting, parse_setting
-from bench.store import Run, SampleResult, get_run, utcnow
+from bench.store import Run, SampleResult, get_run, utcnow, write_with_retry
 from bench.target import StochasticTarget
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
         nfe=parts.model.defense.nfe, runtime=runtime, git_commit=provenance["git_commit"],
         package_versions=provenance["packages"], device=provenance["device"], wall_seconds=0.0, attack_seconds=0.0,
     )
-    with Session(engine) as session, session.begin():
-        session.add(run)
+    write_with_retry(engine, lambda session: session.add(run))
     return run_id, parts
 
 
@@ -254,13 +253,16 @@ def _run_batches(
             for j, sid in enumerate(batch_ids)
         ]
         elapsed = time.perf_counter() - began
-        with Session(engine) as session, session.begin():
+
+        def store_batch(session: Session) -> None:
             session.add_all(rows)
             run = session.get(Run, run_id)
             assert run is not None
             run.wall_seconds = (run.wall_seconds or 0.0) + elapsed
             run.attack_seconds = (run.attack_seconds or 0.0) + attack_elapsed
             run.updated_at = utcnow()
+
+        write_with_retry(engine, store_batch)
         finished += len(batch_ids)
         if progress:
             progress(finished, total)

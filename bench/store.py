@@ -133,13 +133,25 @@ def open_store(url: str | None = None) -> Engine:
     except Exception as err:  # bad URL syntax or missing driver
         raise StoreError(f"cannot use database URL {url!r}: {err}") from None
     if engine.dialect.name == "sqlite":
+        file_backed = url.startswith("sqlite:///") and url != "sqlite://"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Several processes may write one file (grids, shards): WAL lets readers proceed,
+            # the busy timeout makes writers wait instead of failing, and BEGIN IMMEDIATE (below)
+            # takes the write lock up front so a read-then-write transaction never hits
+            # SQLITE_BUSY half-way (SQLAlchemy's documented pysqlite recipe).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            if file_backed:
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     try:
         Base.metadata.create_all(engine)
@@ -150,6 +162,22 @@ def open_store(url: str | None = None) -> Engine:
             "bench database (it was left untouched); pass another --db."
         ) from None
     return engine
+
+
+def write_with_retry(engine: Engine, work: Any, attempts: int = 5) -> Any:
+    """Run ``work(session)`` in one transaction, retrying if the database stays locked beyond
+    the busy timeout (another process holding a long write); the transaction is all or nothing."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            with Session(engine) as session, session.begin():
+                return work(session)
+        except OperationalError as err:
+            if "locked" not in str(err.orig).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    return None
 
 
 def get_run(session: Session, run_id: str) -> Run:

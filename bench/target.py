@@ -97,28 +97,41 @@ class StochasticTarget:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient summed over ``draws`` stacked copies of ``x`` with the given noise
         (draw ``d`` weighted by ``weights[d]`` if given)."""
+        grad, loss, _ = self.per_draw_gradients(x, y, noise, draws)
+        if weights is None:
+            return grad.sum(0), loss.mean(0)
+        shape = (draws, 1, *([1] * (x.dim() - 1)))
+        return (grad * weights.view(shape)).sum(0), (loss * weights.view(draws, 1)).sum(0) / weights.sum()
+
+    def per_draw_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, noise: NoiseBatch, draws: int,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For ``draws`` stacked copies of ``x`` (one forward/backward per memory chunk): the
+        gradient of each draw's per-sample ``criterion(logits, y)`` (default cross-entropy)
+        w.r.t. its input, (draws, B, C, H, W); the losses (draws, B); the logits (draws, B, K)."""
+        criterion = criterion or (lambda logits, labels: F.cross_entropy(logits, labels, reduction="none"))
         batch = x.shape[0]
         x_all = x.detach().repeat(draws, *([1] * (x.dim() - 1)))
         y_all = y.repeat(draws)
         ids_all = self.sample_ids * draws
         grad = torch.zeros_like(x_all)
         loss = torch.zeros(x_all.shape[0], dtype=x.dtype, device=x.device)
+        logits_all: list[torch.Tensor] = []
         chunk = self.grad_plan.chunk_size
         for start in range(0, x_all.shape[0], chunk):
             stop = min(start + chunk, x_all.shape[0])
             x_c = x_all[start:stop].clone().requires_grad_(True)
-            logits = self.model(
-                x_c, noise.narrow(start, stop - start), ids_all[start:stop], checkpoint=self.grad_plan.checkpoint
-            )
-            per_sample = F.cross_entropy(logits, y_all[start:stop], reduction="none")
-            (grad[start:stop],) = torch.autograd.grad(per_sample.sum(), x_c)
+            with torch.enable_grad():
+                logits = self.model(
+                    x_c, noise.narrow(start, stop - start), ids_all[start:stop], checkpoint=self.grad_plan.checkpoint
+                )
+                per_sample = criterion(logits, y_all[start:stop])
+                (grad[start:stop],) = torch.autograd.grad(per_sample.sum(), x_c)
             loss[start:stop] = per_sample.detach()
-        grad = grad.view(draws, batch, *x.shape[1:])
-        loss = loss.view(draws, batch)
-        if weights is None:
-            return grad.sum(0), loss.mean(0)
-        shape = (draws, 1, *([1] * (x.dim() - 1)))
-        return (grad * weights.view(shape)).sum(0), (loss * weights.view(draws, 1)).sum(0) / weights.sum()
+            logits_all.append(logits.detach())
+        return (grad.view(draws, batch, *x.shape[1:]), loss.view(draws, batch),
+                torch.cat(logits_all).view(draws, batch, -1))
 
     # -- predictions ----------------------------------------------------------------
     def logits_with_noise(self, x: torch.Tensor, noise: NoiseBatch, draws: int) -> torch.Tensor:

@@ -151,6 +151,24 @@ def load_toy_edm(assets: Path = ASSETS) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
+TOY_ADDT_NAMES = {"ddpm": "toy_unet_addt", "vp": "toy_ncsnpp_addt", "edm": "toy_edm_addt"}
+_TOY_MAKERS = {"ddpm": make_toy_unet, "vp": make_toy_ncsnpp, "edm": make_toy_edm}
+
+
+def load_toy_addt(kind: str, assets: Path = ASSETS) -> nn.Module:
+    """The toy denoiser ``kind`` (ddpm | vp | edm) after ADDT fine-tuning (`bench addt train
+    --dataset toy --toy-assets`)."""
+    name = TOY_ADDT_NAMES[kind]
+    if not (assets / f"{name}.safetensors").exists():
+        raise MissingAssetError(
+            f"the ADDT toy model {assets / (name + '.safetensors')} is missing: create it with "
+            f"`bench addt train --backbone {kind} --dataset toy --classifier toy --toy-assets`"
+        )
+    model = _TOY_MAKERS[kind]()
+    model.load_state_dict(_load_verified(name, assets), strict=kind != "edm")
+    return model.eval().requires_grad_(False)
+
+
 # -- training -------------------------------------------------------------------------
 
 

@@ -96,3 +96,35 @@ def load_edm(path: Path) -> nn.Module:
 
     tensors = load_edm_network_tensors(path)
     return load_strict(EDMPrecond(), tensors, path, exempt_missing=("resample_filter",))
+
+
+def _load_our_safetensors(path: Path, model: nn.Module, exempt: tuple[str, ...] = ()) -> nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise MissingAssetError(f"{path} is not a readable safetensors file ({err})") from None
+    return load_strict(model, state, path, exempt_missing=exempt)
+
+
+def load_addt_ddpm(path: Path) -> nn.Module:
+    """ADDT fine-tuned google/ddpm-cifar10-32 (``bench addt train`` output) -> ``UNet2DModel``."""
+    from bench.nets.ddpm_unet import ddpm_cifar10_unet
+
+    return _load_our_safetensors(path, ddpm_cifar10_unet())
+
+
+def load_addt_vp(path: Path) -> nn.Module:
+    """ADDT fine-tuned Score-SDE DDPM++ -> :class:`NCSNpp`."""
+    from bench.nets.ncsnpp import NCSNpp
+
+    return _load_our_safetensors(path, NCSNpp())
+
+
+def load_addt_edm(path: Path) -> nn.Module:
+    """ADDT fine-tuned EDM -> :class:`EDMPrecond`."""
+    from bench.nets.songunet import EDMPrecond
+
+    return _load_our_safetensors(path, EDMPrecond(), exempt=("resample_filter",))
