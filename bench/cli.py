@@ -114,14 +114,25 @@ def _format_summary(run: Any) -> str:
     return "\n".join(lines)
 
 
-def _finish(engine: Any, run_id: str, parts: Any = None) -> int:
+def _db_url(db: str | None) -> str:
+    from pathlib import Path
+
+    from bench.store import default_url
+
+    url = db or default_url()
+    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+
+
+def _finish(engine: Any, run_id: str, parts: Any = None, executor: str = "local", db: str | None = None,
+            address: str | None = None) -> int:
     from sqlalchemy.orm import Session
 
-    from bench.runner import execute_run
+    from bench.executors import execute
     from bench.store import get_run
 
     try:
-        execute_run(engine, run_id, progress=_progress_bar(f"run {run_id}"), parts=parts)
+        execute(engine, run_id, executor, db_url=_db_url(db), address=address,
+                progress=_progress_bar(f"run {run_id}"), parts=parts)
     except KeyboardInterrupt:
         print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {run_id}", file=sys.stderr)
         return 130
@@ -149,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     engine = open_store(args.db)
     run_id, parts = start_run(engine, request)
     print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
-    return _finish(engine, run_id, parts)
+    return _finish(engine, run_id, parts if args.executor == "local" else None, executor=args.executor, db=args.db,
+                   address=args.address)
 
 
 def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,11 +176,48 @@ def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _executor_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="local (default) or ray: shards of the run as Ray tasks (pip install -e '.[ray]')")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     _load_plugins()
     from bench.store import open_store
 
-    return _finish(open_store(args.db), args.run_id)
+    return _finish(open_store(args.db), args.run_id, executor=args.executor, db=args.db, address=args.address)
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bench.config import parse_overrides
+    from bench.grid import run_grid
+    from bench.runner import RunRequest
+    from bench.store import open_store
+
+    _load_plugins()
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    base = RunRequest(
+        defense="none", attack="pgd_eot", norm=args.norm, eps=args.eps, dataset=args.dataset,
+        classifier=args.classifier, n_samples=args.n_samples, seed=args.seed, eval_draws=args.draws,
+        batch_size=args.batch_size, defense_options=parse_overrides(args.defense_opt),
+        attack_options=parse_overrides(args.attack_opt), device=args.device,
+    )
+    engine = open_store(args.db)
+    cells = run_grid(engine, base, split(args.defenses), split(args.attacks), split(args.settings),
+                     executor=args.executor, db_url=_db_url(args.db), address=args.address,
+                     progress=_progress_bar("grid"))
+    rows = []
+    for cell in cells:
+        metrics = cell.metrics or {}
+        clean, robust = metrics.get("clean", {}).get("expected", {}), metrics.get("robust", {}).get("expected", {})
+        rows.append({"defense": cell.request.defense, "attack": cell.request.attack, "setting": cell.request.setting,
+                     "run_id": cell.run_id, "action": cell.action, "clean": clean.get("acc"),
+                     "robust": robust.get("acc"), "robust_ci": f"[{robust.get('ci_low', 0):.3f}, {robust.get('ci_high', 0):.3f}]"})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
 
 
 RESULT_COLUMNS = [
@@ -363,12 +412,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", default="auto", help="never | always | auto (default auto: when over budget)")
     run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory, half the RAM on CPU)")
     run.add_argument("--db", help="SQLAlchemy URL or SQLite file (default results/bench.sqlite; $BENCH_DB)")
+    _executor_flags(run)
     run.set_defaults(func=_cmd_run)
 
     resume = sub.add_parser("resume", help="finish an interrupted run")
     resume.add_argument("run_id")
     resume.add_argument("--db")
+    _executor_flags(resume)
     resume.set_defaults(func=_cmd_resume)
+
+    grid = sub.add_parser("grid", help="run defenses x attacks x settings, skipping runs already complete")
+    grid.add_argument("--defenses", required=True, help="comma-separated defense names")
+    grid.add_argument("--attacks", default="pgd_eot", help="comma-separated attack names (default pgd_eot)")
+    grid.add_argument("--settings", default="white", help="comma-separated settings (default white)")
+    grid.add_argument("--norm", default="linf")
+    grid.add_argument("--eps", type=float)
+    grid.add_argument("--dataset", default="toy")
+    grid.add_argument("--classifier")
+    grid.add_argument("--n-samples", type=int, default=64)
+    grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--draws", type=int, default=10)
+    grid.add_argument("--batch-size", type=int, default=64)
+    grid.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="applied to every defense")
+    grid.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="applied to every attack")
+    grid.add_argument("--device", default="cpu")
+    grid.add_argument("--db")
+    _executor_flags(grid)
+    grid.set_defaults(func=_cmd_grid)
 
     results = sub.add_parser("results", help="list stored runs")
     results.add_argument("--format", choices=["table", "csv", "json"], default="table")

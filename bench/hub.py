@@ -73,6 +73,9 @@ for _entry in (
         filename="diffusion_pytorch_model.safetensors",
         urls=(),
         hf_repo="google/ddpm-cifar10-32",
+        # the commit that added the safetensors file (refs/pr/14, merged into main): pinning the
+        # revision pins the content, since the hub's git tree records the file's LFS SHA-256
+        hf_revision="30eb34ce06e995c15ec349bc188a86d6bd0d5359",
         description="Ho et al. DDPM CIFAR-10 in diffusers format (google/ddpm-cifar10-32), used by dp_ddpm/dp_ddim",
         license="Apache-2.0",
         original_format="safetensors, diffusers UNet2DModel names",

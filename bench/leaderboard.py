@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, select
+from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.errors import BenchError
@@ -72,18 +73,23 @@ class RecordRow(_Base):
     body: Mapped[str] = mapped_column(Text)
 
 
-def _attack_label(record: Record) -> str:
-    from bench.records import _non_default
+_attack_defaults: dict[str, dict[str, Any]] = {}
 
-    import attacks  # noqa: F401
+
+def _attack_label(record: Record) -> str:
+    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with its non-default options."""
     import dataclasses
 
+    import attacks  # noqa: F401
     from bench.attack import ATTACKS
+    from bench.records import _non_default
 
-    defaults = dataclasses.asdict(ATTACKS.get(record.attack.name).config_cls())
-    extra = _non_default(record.attack.config, {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()},
-                         ignore=("norm", "eps", "step_size"))
-    return f"{record.attack.name}[{','.join(extra)}]" if extra else record.attack.name
+    name = record.attack.name
+    if name not in _attack_defaults:
+        defaults = dataclasses.asdict(ATTACKS.get(name).config_cls())
+        _attack_defaults[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}
+    extra = _non_default(record.attack.config, _attack_defaults[name], ignore=("norm", "eps", "step_size"))
+    return f"{name}[{','.join(extra)}]" if extra else name
 
 
 def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
@@ -94,7 +100,7 @@ def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
     _Base.metadata.create_all(engine)
     rows = []
     for path, r in records:
-        rows.append(RecordRow(
+        rows.append(dict(
             path=str(path), run_id=r.run_id, entry=r.entry, defense=r.defense.name, attack=r.attack.name,
             attack_label=_attack_label(r), unreliable=r.attack.unreliable, setting=r.setting, classifier=r.classifier,
             dataset=r.dataset.name, norm=r.threat_model.norm, eps=r.threat_model.eps,
@@ -102,10 +108,11 @@ def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
             clean_acc=r.clean.expected.acc, clean_ci_low=r.clean.expected.ci_low, clean_ci_high=r.clean.expected.ci_high,
             robust_acc=r.robust.expected.acc, robust_ci_low=r.robust.expected.ci_low,
             robust_ci_high=r.robust.expected.ci_high, attack_seconds=r.cost.attack_seconds, device=r.cost.device,
-            finished_at=r.finished_at or r.created_at, body=r.model_dump_json(),
+            finished_at=r.finished_at or r.created_at, body=r._text or r.model_dump_json(),
         ))
     with Session(engine) as session, session.begin():
-        session.add_all(rows)
+        if rows:
+            session.execute(insert(RecordRow), rows)  # one executemany, not 10k ORM objects
     engine.dispose()
 
 
@@ -153,6 +160,16 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-") or "entry"
 
 
+_parsed: dict[str, Record] = {}
+
+
+def parsed(row: RecordRow) -> Record:
+    """The validated record of ``row`` (parsed once, during validation)."""
+    if row.path not in _parsed:
+        _parsed[row.path] = Record.model_validate_json(row.body)
+    return _parsed[row.path]
+
+
 def build_tables(rows: list[RecordRow]) -> list[Table]:
     groups: dict[tuple[str, str], dict[str, list[RecordRow]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -166,14 +183,14 @@ def build_tables(rows: list[RecordRow]) -> list[Table]:
             if not ranked:
                 continue  # only diagnostics (DW settings) or unreliable attacks: shown on the entry page only
             strongest = min(ranked, key=lambda r: (r.robust_acc, r.attack))
-            body = json.loads(strongest.body)
+            body = parsed(strongest)
             per_attack: dict[str, RecordRow | None] = {}
             for attack in ATTACK_COLUMNS:
                 candidates = [r for r in white if r.attack == attack]
                 per_attack[attack] = min(candidates, key=lambda r: r.robust_acc) if candidates else None
             table.rows.append(EntryRow(
-                entry=entry, slug=slugify(entry), defense=strongest.defense, paper=body["defense"]["paper"],
-                diffusion_model=body["defense"]["diffusion_model"], addt=body["defense"]["addt"],
+                entry=entry, slug=slugify(entry), defense=strongest.defense, paper=body.defense.paper,
+                diffusion_model=body.defense.diffusion_model, addt=body.defense.addt,
                 classifier=strongest.classifier, clean=strongest, strongest=strongest, per_attack=per_attack,
                 nfe=strongest.nfe,
             ))
@@ -225,26 +242,30 @@ def _entry_plots(records: list[RecordRow]) -> list[str]:
     return plots
 
 
-def _study_curves(entry_records: list[RecordRow], all_rows: list[RecordRow]) -> list[str]:
+def _sweep_index(rows: list[RecordRow]) -> dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]:
+    """White-box pgd_eot records grouped by (defense, dataset, threat), with their EoT count."""
+    index: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.attack == "pgd_eot" and r.setting == "white":
+            index[(r.defense, r.dataset, r.threat)].append((r, parsed(r).attack.config.get("eot")))
+    return index
+
+
+def _study_curves(entry_records: list[RecordRow], sweeps: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]) -> list[str]:
     """NFE and EoT curves for a defense when records of such sweeps exist (same dataset/threat)."""
-    plots = []
+    plots: list[str] = []
     if not entry_records:
         return plots
     first = entry_records[0]
-    same = [r for r in all_rows if r.defense == first.defense and r.dataset == first.dataset and r.threat == first.threat
-            and r.attack == "pgd_eot" and r.setting == "white"]
-    by_nfe = {r.nfe: r for r in same if json.loads(r.body)["attack"]["config"].get("eot") == 10}
+    same = sweeps.get((first.defense, first.dataset, first.threat), [])
+    by_nfe = {r.nfe: r for r, eot in same if eot == 10}
     if len(by_nfe) > 2:
         points = sorted(by_nfe.items())
         plots.append(line_chart(
             [Series("robust", [(n, r.robust_acc) for n, r in points], [(r.robust_ci_low, r.robust_ci_high) for _, r in points]),
              Series("clean", [(n, r.clean_acc) for n, r in points], dashed=True)],
             title=f"NFE study: {first.defense}", x_label="NFE", y_label="expected accuracy", log_x=True, y_range=(0, 1)))
-    by_eot: dict[int, RecordRow] = {}
-    for r in same:
-        eot = json.loads(r.body)["attack"]["config"].get("eot")
-        if r.nfe == first.nfe and isinstance(eot, int):
-            by_eot[eot] = r
+    by_eot = {eot: r for r, eot in same if r.nfe == first.nfe and isinstance(eot, int)}
     if len(by_eot) > 2:
         points = sorted(by_eot.items())
         plots.append(line_chart(
@@ -282,6 +303,8 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     (staging / "entries").mkdir(parents=True)
     (staging / "tables").mkdir()
     database = staging / "leaderboard.sqlite"
+    _parsed.clear()
+    _parsed.update({str(path): record for path, record in zip(paths, records)})
     ingest(list(zip(paths, records)), database)
     engine = create_engine(f"sqlite:///{database}")
     with Session(engine) as session:
@@ -302,17 +325,22 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     for row in rows:
         by_entry[row.entry].append(row)
     entry_template = env.get_template("entry.html")
+    sweeps = _sweep_index(rows)
     for entry, entry_rows in by_entry.items():
         entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting))
-        plots = _entry_plots(entry_rows) + _study_curves(entry_rows, rows)
-        runs = [json.loads(r.body) | {"_path": r.path, "_attack_label": r.attack_label} for r in entry_rows]
+        plots = _entry_plots(entry_rows) + _study_curves(entry_rows, sweeps)
+        runs = [(parsed(r), r.path, r.attack_label) for r in entry_rows]
         (staging / "entries" / f"{slugify(entry)}.html").write_text(entry_template.render(
             entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root=".."),
             encoding="utf-8")
     shutil.copytree(STATIC, staging / "assets")
     for path in paths:  # the downloadable records, exactly the validated files
-        (staging / "records" / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(records_dir / path, staging / "records" / path)
+        target = staging / "records" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(records_dir / path, target)  # same filesystem: no copy needed (records are immutable inputs)
+        except OSError:
+            shutil.copyfile(records_dir / path, target)
     (staging / "records").mkdir(exist_ok=True)
     (staging / "records" / "index.json").write_text(json.dumps([str(p) for p in paths], indent=1), encoding="utf-8")
     if out.exists():

@@ -9,12 +9,11 @@ follow from the per-sample outcomes stored in the same record.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bench.errors import BenchError
 
@@ -110,23 +109,24 @@ class Record(BaseModel):
     created_at: str
     finished_at: str | None
     samples: Samples
+    _text: str = PrivateAttr(default="")  # the file as read, stored verbatim by the site build
 
     @model_validator(mode="after")
     def _consistent(self) -> Record:
         n, k = self.dataset.n_samples, self.eval_draws
-        for name in ("sample_indices",):
-            if len(getattr(self.dataset, name)) != n:
-                raise ValueError(f"dataset.{name} has {len(getattr(self.dataset, name))} entries, n_samples is {n}")
-        for name in ("label", "clean_correct", "adv_correct"):
-            values = getattr(self.samples, name)
+        if len(self.dataset.sample_indices) != n:
+            raise ValueError(f"dataset.sample_indices has {len(self.dataset.sample_indices)} entries, n_samples is {n}")
+        samples = self.samples
+        for name, values in (("label", samples.label), ("clean_correct", samples.clean_correct),
+                             ("adv_correct", samples.adv_correct)):
             if len(values) != n:
                 raise ValueError(f"samples.{name} has {len(values)} entries, n_samples is {n}")
-            if name != "label" and any(v < 0 or v > k for v in values):
+            if name != "label" and values and (min(values) < 0 or max(values) > k):
                 raise ValueError(f"samples.{name} has counts outside 0..eval_draws={k}")
-        for part, counts in (("clean", self.samples.clean_correct), ("robust", self.samples.adv_correct)):
+        for part, counts in (("clean", samples.clean_correct), ("robust", samples.adv_correct)):
             stated = getattr(self, part).expected.acc
             derived = sum(counts) / (n * k)
-            if not math.isclose(stated, derived, abs_tol=1e-6):
+            if abs(stated - derived) > 1e-6:
                 raise ValueError(f"{part}.expected.acc {stated} does not follow from the per-sample outcomes ({derived:.6f})")
         return self
 
@@ -141,9 +141,10 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def validate_record(data: Any, path: Path | str = "<record>", known_defenses: set[str] | None = None,
                     known_attacks: set[str] | None = None) -> Record:
-    """Parse and check one record; raises :class:`RecordError` listing every problem."""
+    """Parse and check one record (a dict, or the JSON text of one); raises
+    :class:`RecordError` listing every problem."""
     try:
-        record = Record.model_validate(data)
+        record = Record.model_validate_json(data) if isinstance(data, (str, bytes)) else Record.model_validate(data)
     except ValidationError as err:
         problems = [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in err.errors()]
         raise RecordError("\n".join(problems)) from None
@@ -170,13 +171,22 @@ def registry_names() -> tuple[set[str], set[str]]:
 
 def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None) -> Record:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise RecordError(f"{path}: cannot read: {err}") from None
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     defenses_known, attacks_known = known if known is not None else registry_names()
-    return validate_record(data, path, defenses_known, attacks_known)
+    try:
+        record = validate_record(text, path, defenses_known, attacks_known)
+    except RecordError as err:
+        if "Invalid JSON" in str(err) or "json_invalid" in str(err):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as json_err:
+                raise RecordError(f"{path}: not valid JSON: {json_err.msg} at line {json_err.lineno} "
+                                  f"column {json_err.colno}") from None
+        raise
+    record._text = text
+    return record
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bench.attack import ATTACKS, Attack
@@ -120,36 +121,47 @@ def create_run(engine: Engine, request: RunRequest) -> str:
     return start_run(engine, request)[0]
 
 
-def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
-    """Like :func:`create_run`, also returning the built components so that
-    :func:`execute_run` does not load the models a second time."""
+def normalized_request(request: RunRequest) -> dict[str, Any]:
+    """The fields a stored run records for ``request`` (defaults and ε/step resolved), used to
+    recognise an equivalent run already in the store."""
     if request.dataset not in THREAT_DEFAULTS:
         raise UnknownNameError(f"Unknown dataset {request.dataset!r}. Valid datasets: {', '.join(DATASETS)}.")
     if request.norm not in THREAT_DEFAULTS[request.dataset]:
         raise ConfigError(f"--norm {request.norm!r} is not one of {', '.join(THREAT_DEFAULTS[request.dataset])}")
-    if request.eval_draws < 1:
-        raise ConfigError(f"--draws {request.eval_draws} must be at least 1")
-    if request.batch_size < 1:
-        raise ConfigError(f"--batch-size {request.batch_size} must be at least 1")
+    from bench.classifiers import default_classifier
+
     default_eps, default_step = THREAT_DEFAULTS[request.dataset][request.norm]
     eps = default_eps if request.eps is None else request.eps
     step = request.step_size if request.step_size is not None else (
         default_step if request.eps is None else eps * default_step / default_eps
     )
-    attack_cls = ATTACKS.get(request.attack)
-    defense_cls = DEFENSES.get(request.defense)
+    attack_cls, defense_cls = ATTACKS.get(request.attack), DEFENSES.get(request.defense)
+    return {
+        "defense": request.defense, "attack": request.attack, "setting": parse_setting(request.setting).name,
+        "norm": request.norm, "eps": float(eps), "dataset": request.dataset, "seed": request.seed,
+        "eval_draws": request.eval_draws, "batch_size": request.batch_size,
+        "classifier": request.classifier or default_classifier(request.dataset),
+        "defense_config": config_to_dict(build_config(defense_cls.config_cls, request.defense_options)),
+        "attack_config": config_to_dict(build_config(
+            attack_cls.config_cls, {"norm": request.norm, "eps": eps, "step_size": step, **request.attack_options})),
+    }
+
+
+def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
+    """Like :func:`create_run`, also returning the built components so that
+    :func:`execute_run` does not load the models a second time."""
+    if request.eval_draws < 1:
+        raise ConfigError(f"--draws {request.eval_draws} must be at least 1")
+    if request.batch_size < 1:
+        raise ConfigError(f"--batch-size {request.batch_size} must be at least 1")
+    wanted = normalized_request(request)
+    eps, classifier = wanted["eps"], wanted["classifier"]
     setting = parse_setting(request.setting)
-    attack_config = config_to_dict(build_config(
-        attack_cls.config_cls, {"norm": request.norm, "eps": eps, "step_size": step, **request.attack_options}
-    ))
-    defense_config = config_to_dict(build_config(defense_cls.config_cls, request.defense_options))
+    attack_config, defense_config = wanted["attack_config"], wanted["defense_config"]
     runtime = {
         "device": request.device, "dtype": request.dtype, "checkpoint": request.checkpoint,
         "memory_budget": request.memory_budget,
     }
-    from bench.classifiers import default_classifier
-
-    classifier = request.classifier or default_classifier(request.dataset)
     parts = build_components(
         defense=request.defense, defense_config=defense_config, attack=request.attack,
         attack_config=attack_config, setting=setting.name, dataset=request.dataset, runtime=runtime,
@@ -213,10 +225,48 @@ def execute_run(
     return finalize_run(engine, run_id)
 
 
+def pending_batches(engine: Engine, run_id: str) -> list[int]:
+    """Start positions of the run's batches (fixed partition) that are not fully stored."""
+    with Session(engine) as session:
+        run = get_run(session, run_id)
+        indices, batch_size = list(run.sample_indices), run.batch_size
+        done = set(session.scalars(select(SampleResult.sample_index).where(SampleResult.run_id == run.id)))
+    return [s for s in range(0, len(indices), batch_size) if not all(i in done for i in indices[s : s + batch_size])]
+
+
+def _stored(engine: Engine, run_id: str, sample_ids: list[int]) -> bool:
+    with Session(engine) as session:
+        count = session.scalar(select(func.count()).select_from(SampleResult).where(
+            SampleResult.run_id == run_id, SampleResult.sample_index.in_(sample_ids)))
+    return bool(count)
+
+
+def execute_shard(engine: Engine, run_id: str, batch_starts: list[int]) -> int:
+    """Evaluate only the batches starting at ``batch_starts`` of run ``run_id`` (skipping any
+    already stored) without finalizing it: the unit of work of a distributed executor.
+    Returns the number of samples this call stored."""
+    with Session(engine) as session:
+        run = get_run(session, run_id)
+        spec = dict(
+            defense=run.defense, defense_config=run.defense_config, attack=run.attack,
+            attack_config=run.attack_config, setting=run.setting, dataset=run.dataset, runtime=run.runtime,
+            classifier=run.classifier,
+        )
+        indices, batch_size, seed, draws = list(run.sample_indices), run.batch_size, run.seed, run.eval_draws
+        done = set(session.scalars(select(SampleResult.sample_index).where(SampleResult.run_id == run.id)))
+    parts = build_components(**spec)
+    before = len(done)
+    _run_batches(engine, run_id, parts, NoiseSource(seed), indices, batch_size, draws, done,
+                 tuple(parts.split.images.shape[1:]), None, only_batches=set(batch_starts))
+    with Session(engine) as session:
+        after = session.scalar(select(func.count()).select_from(SampleResult).where(SampleResult.run_id == run_id))
+    return int(after or 0) - before
+
+
 def _run_batches(
     engine: Engine, run_id: str, parts: Components, noise: NoiseSource, indices: list[int],
     batch_size: int, draws: int, done: set[int], sample_shape: tuple[int, ...],
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None, only_batches: set[int] | None = None,
 ) -> None:
     model, device, dtype = parts.model, parts.device, parts.dtype
     eot = getattr(parts.attack.config, "eot", 1)
@@ -230,8 +280,10 @@ def _run_batches(
         progress(finished, total)
     for start in range(0, total, batch_size):
         batch_ids = indices[start : start + batch_size]
-        if all(i in done for i in batch_ids):
+        if (only_batches is not None and start not in only_batches) or all(i in done for i in batch_ids):
             continue
+        if only_batches is not None and _stored(engine, run_id, batch_ids):
+            continue  # another shard (or an earlier attempt of this one) already stored it
         began = time.perf_counter()
         x = parts.split.images[batch_ids].to(device=device, dtype=dtype)
         y = parts.split.labels[batch_ids].to(device)
@@ -262,7 +314,11 @@ def _run_batches(
             run.attack_seconds = (run.attack_seconds or 0.0) + attack_elapsed
             run.updated_at = utcnow()
 
-        write_with_retry(engine, store_batch)
+        try:
+            write_with_retry(engine, store_batch)
+        except IntegrityError:
+            # a concurrent shard stored this batch first; its rows are identical (same seeds)
+            log.warning("run %s: batch at %d was already stored by another worker", run_id, start)
         finished += len(batch_ids)
         if progress:
             progress(finished, total)

@@ -64,3 +64,17 @@ def test_auto_policy_checkpoints_only_over_budget() -> None:
     assert not never.checkpoint and never.chunk_size == 10
     with pytest.raises(ConfigError, match="'sometimes' is not one of never, always, auto"):
         plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "sometimes", 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "vp", "edm"])
+def test_every_parameter_of_a_fresh_toy_denoiser_gets_a_gradient(kind: str) -> None:
+    """A freshly initialised network must be trainable end to end (a zero-initialised output
+    layer once blocked every gradient of the toy EDM but its last bias)."""
+    from bench.toy import DENOISERS
+
+    make, loss_fn, _ = DENOISERS[kind]
+    torch.manual_seed(0)
+    model = make().train()
+    loss_fn(model, torch.rand(8, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0)).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 0]
+    assert not dead, f"{kind}: no gradient reaches {dead[:5]}"

@@ -43,13 +43,24 @@ class GroupNorm(nn.GroupNorm):
 
 
 class Conv2d(nn.Module):
-    """Convolution (``kernel`` 0 = none) preceded by optional 2x resampling with filter [1, 1]."""
+    """Convolution (``kernel`` 0 = none) preceded by optional 2x resampling with filter [1, 1].
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False) -> None:
+    Initialised as EDM does (``training/networks.py``): Xavier-uniform weights (fans include the
+    kernel area) times ``init_weight`` — 1 by default, 1e-5 for the residual/attention/output
+    projections ("init_zero": small but not zero, so gradients reach every earlier layer),
+    sqrt(0.2) for attention qkv — and zero biases. Checkpoints overwrite all of it."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False,
+                 init_weight: float = 1.0) -> None:
         super().__init__()
         self.up, self.down, self.in_ch = up, down, in_ch
-        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel)) if kernel else None
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if kernel else None
+        if kernel:
+            weight = torch.empty(out_ch, in_ch, kernel, kernel)
+            nn.init.xavier_uniform_(weight)
+            self.weight = nn.Parameter(weight * init_weight)
+            self.bias = nn.Parameter(torch.zeros(out_ch))
+        else:
+            self.weight, self.bias = None, None
         if up or down:
             taps = torch.tensor([1.0, 1.0])
             self.register_buffer("resample_filter", (torch.outer(taps, taps) / taps.sum() ** 2)[None, None])
@@ -79,13 +90,13 @@ class UNetBlock(nn.Module):
         self.conv0 = Conv2d(in_ch, out_ch, 3, up=up, down=down)
         self.affine = nn.Linear(emb_ch, out_ch)
         self.norm1 = GroupNorm(out_ch)
-        self.conv1 = Conv2d(out_ch, out_ch, 3)
+        self.conv1 = Conv2d(out_ch, out_ch, 3, init_weight=1e-5)
         self.skip = Conv2d(in_ch, out_ch, 1, up=up, down=down) if (out_ch != in_ch or up or down) else None
         self.attention = attention
         if attention:
             self.norm2 = GroupNorm(out_ch)
-            self.qkv = Conv2d(out_ch, out_ch * 3, 1)
-            self.proj = Conv2d(out_ch, out_ch, 1)
+            self.qkv = Conv2d(out_ch, out_ch * 3, 1, init_weight=math.sqrt(0.2))
+            self.proj = Conv2d(out_ch, out_ch, 1, init_weight=1e-5)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale = math.sqrt(0.5)
@@ -144,7 +155,7 @@ class SongUNet(nn.Module):
                 self.dec[f"{res}x{res}_block{idx}"] = block(cin, cout, attention=attention)
             if level == 0:
                 self.dec[f"{res}x{res}_aux_norm"] = GroupNorm(cout)
-                self.dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, cfg.channels, 3)
+                self.dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, cfg.channels, 3, init_weight=1e-5)
 
     def embed_noise(self, c_noise: torch.Tensor) -> torch.Tensor:
         """Positional embedding with endpoint: freqs 10000^(-k/(n/2-1)); [sin, cos] halves."""
