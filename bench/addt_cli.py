@@ -90,6 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(args.backbone, model, classifier, split.images * 2 - 1, split.labels, cfg, out, metadata,
                    resume=not args.no_resume, progress=progress, device=args.device)
     bar.close()
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 writes the final model
     final = out / "final.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     save_file(state, str(final), metadata={"backbone": args.backbone, "variant": cfg.variant})

@@ -53,11 +53,17 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_positions: int = 1
 
 
 class NIN(nn.Module):
-    """A 1x1 projection stored as ``W`` (in, out) and ``b`` (out,): y = x W + b per pixel."""
+    """A 1x1 projection stored as ``W`` (in, out) and ``b`` (out,): y = x W + b per pixel.
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    Initialised as score_sde's ``default_init(init_scale)``: uniform variance scaling over the
+    fan average, with a scale of 1e-10 instead of 0 for "zero" layers (the attention output), so
+    a fresh network passes gradients to every layer. Checkpoints overwrite it."""
+
+    def __init__(self, in_dim: int, out_dim: int, init_scale: float = 0.1) -> None:
         super().__init__()
-        self.W = nn.Parameter(torch.zeros(in_dim, out_dim))
+        scale = 1e-10 if init_scale == 0 else init_scale
+        bound = math.sqrt(3 * scale / ((in_dim + out_dim) / 2))
+        self.W = nn.Parameter(torch.empty(in_dim, out_dim).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +79,7 @@ class AttnBlockpp(nn.Module):
         self.NIN_0 = NIN(channels, channels)
         self.NIN_1 = NIN(channels, channels)
         self.NIN_2 = NIN(channels, channels)
-        self.NIN_3 = NIN(channels, channels)
+        self.NIN_3 = NIN(channels, channels, init_scale=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
