@@ -106,7 +106,10 @@ class TruncatedDiffusionPurifier(Defense):
             if t > 0 and reverse.shape[0] > 0:
                 step_noise = reverse[k]
                 k += 1
-            sample = run_step(self._denoise_step, sample, step_noise, t, prev_t, checkpoint=checkpoint)
+            # the last step is never recomputed: backward reaches it right after the classifier,
+            # so storing its activations costs no more peak memory than recomputing them
+            last = i == len(timesteps) - 1
+            sample = run_step(self._denoise_step, sample, step_noise, t, prev_t, checkpoint=checkpoint and not last)
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _denoise_step(

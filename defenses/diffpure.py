@@ -106,7 +106,7 @@ class DiffPure(Defense):
         for k in range(len(grid) - 1):
             corrector_noise = noise.step("corrector", k) if self.corrector else None
             sample = run_step(self._step, sample, noise.step("reverse", k), corrector_noise, grid[k], grid[k + 1],
-                              checkpoint=checkpoint)
+                              checkpoint=checkpoint and k < len(grid) - 2)  # last step: no recompute
         out = (sample + 1) / 2
         return out.clamp(0, 1) if cfg.clamp_output else out
 

@@ -81,7 +81,8 @@ class _EDMPurifier(Defense):
             step_noise = None
             if self._gammas[i] > 0:
                 step_noise, k = churn[k], k + 1
-            sample = run_step(self._heun_step, sample, step_noise, i, checkpoint=checkpoint)
+            sample = run_step(self._heun_step, sample, step_noise, i,
+                              checkpoint=checkpoint and i < cfg.num_steps - 1)  # last step: no recompute
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _heun_step(self, x: torch.Tensor, churn_noise: torch.Tensor | None, i: int) -> torch.Tensor:
