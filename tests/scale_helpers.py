@@ -25,6 +25,18 @@ def per_sample(engine, run_id: str) -> dict[int, tuple[list[int], list[int], int
         return {r.sample_index: (list(r.clean_preds), list(r.adv_preds), r.position) for r in rows}
 
 
+def uninterrupted_results(db_path: Path, **overrides: object) -> dict[int, tuple[list[int], list[int], int]]:
+    """Per-sample results of an uninterrupted local run of ``TINY`` (plus overrides): the
+    reference every distributed, sharded or crashed variant must reproduce."""
+    from bench.runner import RunRequest, execute_run, start_run
+    from bench.store import open_store
+
+    engine = open_store(f"sqlite:///{db_path}")
+    run_id, parts = start_run(engine, RunRequest(**{**TINY, **overrides}))
+    execute_run(engine, run_id, parts=parts)
+    return per_sample(engine, run_id)
+
+
 def write_runs(url: str, count: int, worker: int) -> int:
     """Body of one concurrent writer process: ``count`` tiny complete runs into ``url``."""
     import torch

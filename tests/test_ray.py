@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from bench.runner import RunRequest, execute_run, start_run
+from bench.runner import RunRequest, start_run
 from bench.store import open_store
-from tests.scale_helpers import TINY, per_sample
+from tests.scale_helpers import TINY, per_sample, uninterrupted_results
 
 if os.environ.get("CI"):
     import ray  # CI installs the [ray] extra: a missing Ray is a failure there
@@ -19,10 +19,7 @@ else:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('ref') / 'ref.sqlite'}")
-    run_id, parts = start_run(engine, RunRequest(**TINY))
-    execute_run(engine, run_id, parts=parts)
-    return per_sample(engine, run_id)
+    return uninterrupted_results(tmp_path_factory.mktemp("ref") / "ref.sqlite")
 
 
 @pytest.fixture(scope="module")

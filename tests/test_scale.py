@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bench.runner import RunRequest, execute_run, start_run
 from bench.store import Run, SampleResult, open_store
-from tests.scale_helpers import TINY, LocalPostgres, per_sample, write_runs
+from tests.scale_helpers import TINY, LocalPostgres, per_sample, uninterrupted_results, write_runs
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +49,7 @@ def store_url(request, tmp_path):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted local run every distributed/crashed variant must reproduce."""
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('ref') / 'ref.sqlite'}")
-    run_id, parts = start_run(engine, RunRequest(**TINY))
-    execute_run(engine, run_id, parts=parts)
-    return per_sample(engine, run_id)
+    return uninterrupted_results(tmp_path_factory.mktemp("ref") / "ref.sqlite")
 
 
 def test_store_round_trip_and_resume_identity(store_url, reference) -> None:
@@ -86,11 +82,8 @@ def test_concurrent_writers_lose_nothing(store_url) -> None:
 
 
 def test_sigkill_mid_run_then_resume_is_identical(tmp_path) -> None:
-    heavy = dict(TINY, n_samples=12, defense_options={"nfe": 20}, attack_options={"steps": 4, "eot": 4})
-    reference_engine = open_store(f"sqlite:///{tmp_path / 'uninterrupted.sqlite'}")
-    reference_id, parts = start_run(reference_engine, RunRequest(**heavy))
-    execute_run(reference_engine, reference_id, parts=parts)
-    reference = per_sample(reference_engine, reference_id)
+    reference = uninterrupted_results(tmp_path / "uninterrupted.sqlite", n_samples=12, defense_options={"nfe": 20},
+                                      attack_options={"steps": 4, "eot": 4})
 
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
     command = [sys.executable, "-m", "bench.cli", "run", "--defense", "dp_ddim", "--defense-opt", "nfe=20",
