@@ -39,10 +39,15 @@ class AARandConfig:
 class AARandFixedConfig(AARandConfig):
     """Plus the fix: ``eval_draws`` (M) noise draws judge every candidate; ``judge`` picks how
     APGD's own "best so far" is decided inside its loop: ``last`` EoT draw (as published) or
-    the ``mean`` over the iteration's EoT draws (our extension)."""
+    the ``mean`` over the iteration's EoT draws (our extension). ``early_stop`` stops attacking
+    a point inside APGD as soon as one iterate fools all EoT draws of its iteration and all of M
+    fresh confirmation draws (its candidate is that iterate, judged by the M-draw selection like
+    any other); ``early_stop=false`` runs every APGD iteration on every
+    point, as published."""
 
     eval_draws: int = 20
     judge: Literal["last", "mean"] = "last"
+    early_stop: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

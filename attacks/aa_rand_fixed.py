@@ -5,7 +5,10 @@ input and every candidate are judged by their expected accuracy over ``eval_draw
 attacker-side noise draws, stacked into one batch; a candidate replaces the current point only
 if its expected accuracy is lower, and only points still above zero are attacked by the next
 attack (ADDT paper Appendix J; fra31/auto-attack PR #105). ``judge=mean`` additionally makes
-APGD's internal "best so far" use the mean over each iteration's EoT draws.
+APGD's internal "best so far" use the mean over each iteration's EoT draws. With ``early_stop``
+(default) a point stops being attacked inside APGD at the first iterate that fools all of its
+iteration's EoT draws and then all of M fresh confirmation draws — the cost saving that makes the
+fixed selection affordable.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class AARandFixed(Attack):
         deterministic = target.is_deterministic(x)
         eot = 1 if deterministic else target.setting.attack_draws(cfg.eot)
         draws = 1 if deterministic else cfg.eval_draws
-        runner = APGDRunner(target, cfg.norm, cfg.eps, cfg.n_iter, eot, cfg.judge)
+        runner = APGDRunner(target, cfg.norm, cfg.eps, cfg.n_iter, eot, cfg.judge, cfg.early_stop, draws)
         x_adv, report = select_fixed(runner, cfg.attacks, x, y, list(target.sample_ids), draws)
         self.last_report: SelectionReport | None = report
         return x_adv

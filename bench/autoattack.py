@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr"}
 QUERY_STEP_BASE = 1_000_000  # attacker-query noise keys live apart from PGD's step keys
+CONFIRM_ROUND_BASE = QUERY_STEP_BASE // 2  # early-stop confirmations, apart from the selection's rounds
 
 
 class _Replay(torch.autograd.Function):
@@ -72,33 +73,95 @@ class AttackerQueries(nn.Module):
     With ``judge="mean"`` the last call of each block returns, as its *value*, the log of the
     mean predictive distribution over the block's draws (its gradient stays the last draw's),
     so APGD's "best so far" bookkeeping judges an iterate by all its EoT draws.
+
+    With ``early_stop`` a row *retires* at the first iterate whose ``eot`` draws all misclassify
+    (those draws were made after the iterate was fixed, so this is an unbiased check that its
+    expected accuracy is zero, free from the gradient computation) and whose expected accuracy
+    over ``confirm_draws`` further fresh draws (forward only) is zero too — without the
+    confirmation a point at, say, 10% expected accuracy retires on a lucky block about once in
+    eight. The iterate is kept as the row's candidate (:meth:`retired`) and the row is never
+    computed again: APGD keeps looping over it (its batch bookkeeping is cheap) but sees the retiring
+    block's logits and a zero gradient. Noise keys are per sample, so retiring one row never
+    changes another's draws.
     """
 
-    def __init__(self, target: StochasticTarget, eot: int, judge: Literal["last", "mean"] = "last") -> None:
+    def __init__(self, target: StochasticTarget, eot: int, judge: Literal["last", "mean"] = "last",
+                 early_stop: bool = False, confirm_draws: int = 20) -> None:
         super().__init__()
-        self.target, self.eot, self.judge = target, eot, judge
+        self.target, self.eot, self.judge, self.early_stop = target, eot, judge, early_stop
+        self.confirm_draws = confirm_draws
         self.ids: list[int] = []
         self.labels: torch.Tensor | None = None
         self.criterion: Any = None
         self.calls = 0  # global over the attack, so no two calls share noise
+        self.gradient_draws: dict[int, int] = {}  # sample id -> draws differentiated (cost report)
         self._block: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._active = torch.ones(0, dtype=torch.bool)
+        self._retired_x: torch.Tensor | None = None
+        self._frozen_logits: torch.Tensor | None = None
 
     def start(self, ids: list[int], labels: torch.Tensor, criterion: Any) -> None:
         """Rows of the next ``attack_single_run`` are samples ``ids`` with ``labels``; APGD's
         per-sample loss is ``criterion(logits, labels)``."""
         self.ids, self.labels, self.criterion, self._block = list(ids), labels, criterion, None
         self.calls += (-self.calls) % self.eot  # align blocks with APGD's EoT loops
+        self._active = torch.ones(len(ids), dtype=torch.bool)
+        self._retired_x, self._frozen_logits = None, None
+
+    def retired(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mask (B,) bool, iterates)``: rows retired by ``early_stop`` and the iterate each
+        retired at (rows not retired hold unspecified values)."""
+        return ~self._active, self._retired_x
 
     def _compute_block(self, x: torch.Tensor, step: int) -> None:
-        sub = StochasticTarget(self.target.model, self.target.setting, self.target.noise, self.ids,
-                               self.target.grad_plan, self.target.eval_plan)
-        streams = sub.streams(x)
-        noise = sub._stacked_noise(x, self.eot, lambda sid, d: sub.setting.attack_keys(streams, step, d))
-        grads, _, logits = sub.per_draw_gradients(x, self.labels, noise, self.eot, self.criterion)
+        rows = self._active.nonzero().flatten().tolist()
+        batch = x.shape[0]
+        grads = torch.zeros(self.eot, *x.shape, dtype=x.dtype, device=x.device)
+        logits = self._frozen_logits.clone() if self._frozen_logits is not None else None
+        if rows:
+            ids = [self.ids[r] for r in rows]
+            sub = StochasticTarget(self.target.model, self.target.setting, self.target.noise, ids,
+                                   self.target.grad_plan, self.target.eval_plan)
+            x_rows = x[rows]
+            streams = sub.streams(x_rows)
+            noise = sub._stacked_noise(x_rows, self.eot, lambda sid, d: sub.setting.attack_keys(streams, step, d))
+            grads_rows, _, logits_rows = sub.per_draw_gradients(x_rows, self.labels[rows], noise, self.eot,
+                                                                self.criterion)
+            for sid in ids:
+                self.gradient_draws[sid] = self.gradient_draws.get(sid, 0) + self.eot
+            if logits is None:
+                logits = torch.zeros(self.eot, batch, logits_rows.shape[-1], dtype=logits_rows.dtype,
+                                     device=logits_rows.device)
+            grads[:, rows], logits[:, rows] = grads_rows, logits_rows
+            if self.early_stop:
+                self._retire(x, rows, logits_rows)
         with torch.enable_grad():
             leaf = logits.clone().requires_grad_(True)
             (dloss,) = torch.autograd.grad(self.criterion(leaf.flatten(0, 1), self.labels.repeat(self.eot)).sum(), leaf)
         self._block = (x.detach().clone(), logits, grads, dloss)
+
+    def _retire(self, x: torch.Tensor, rows: list[int], logits_rows: torch.Tensor) -> None:
+        """Retire the rows (of ``rows``) whose every draw of this block misclassifies."""
+        fooled = (logits_rows.argmax(-1) != self.labels[rows].unsqueeze(0)).all(0).tolist()
+        done = [r for r, f in zip(rows, fooled) if f]
+        if done and self.confirm_draws > 0:
+            block = self.calls // self.eot
+            check = expected_correct(self.target, x.detach()[done], self.labels[done], [self.ids[r] for r in done],
+                                     self.confirm_draws, CONFIRM_ROUND_BASE + block)
+            done = [r for r, c in zip(done, check.tolist()) if c == 0]
+        if not done:
+            return
+        if self._retired_x is None:
+            self._retired_x = x.detach().clone()
+        logits = self._frozen_logits
+        if logits is None:
+            logits = torch.zeros(self.eot, x.shape[0], logits_rows.shape[-1], dtype=logits_rows.dtype,
+                                 device=logits_rows.device)
+        positions = [rows.index(r) for r in done]
+        logits[:, done] = logits_rows[:, positions]
+        self._retired_x[done] = x.detach()[done]
+        self._active[done] = False
+        self._frozen_logits = logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != len(self.ids):
@@ -129,11 +192,13 @@ class APGDRunner:
     n_iter: int
     eot: int
     judge: Literal["last", "mean"] = "last"
+    early_stop: bool = False
+    confirm_draws: int = 20
 
     def __post_init__(self) -> None:
         from pyautoattack.autopgd_base import APGDAttack
 
-        self.queries = AttackerQueries(self.target, self.eot, self.judge)
+        self.queries = AttackerQueries(self.target, self.eot, self.judge, self.early_stop, self.confirm_draws)
         self.apgd = APGDAttack(self.queries, n_iter=self.n_iter, norm={"linf": "Linf", "l2": "L2"}[self.norm],
                                n_restarts=1, eps=self.eps, seed=0, loss="ce", eot_iter=self.eot, rho=0.75)
         # pyautoattack logs through its own logger only for DLR zero-gradient warnings
@@ -153,7 +218,8 @@ class APGDRunner:
 
     def run(self, attack: str, x: torch.Tensor, y: torch.Tensor, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """APGD ``attack`` on rows ``x`` (samples ``ids``): ``(x_best_adv, fooled)`` where
-        ``fooled`` is APGD's own verdict (some iterate fooled the judged prediction)."""
+        ``fooled`` is APGD's own verdict (some iterate fooled the judged prediction). Rows
+        retired by ``early_stop`` return the iterate they retired at, with ``fooled`` true."""
         self.apgd.loss = APGD_LOSSES[attack]
         self.apgd.init_hyperparam(x)
         criterion = (lambda logits, labels: F.cross_entropy(logits, labels, reduction="none")) \
@@ -162,7 +228,13 @@ class APGDRunner:
         x_init = self.random_start(x, ids, attack)
         with torch.enable_grad():
             _, acc, _, x_best_adv = self.apgd.attack_single_run(x, y, x_init=x_init)
-        return x_best_adv.detach(), acc == 0
+        x_best_adv, fooled = x_best_adv.detach().clone(), acc == 0
+        retired, iterates = self.queries.retired()
+        if retired.any():
+            x_best_adv[retired] = iterates[retired].to(x_best_adv.dtype)
+            fooled = fooled | retired.to(fooled.device)
+            log.debug("%s: %d of %d rows retired early", attack, int(retired.sum()), len(ids))
+        return x_best_adv, fooled
 
 
 def expected_correct(target: StochasticTarget, x: torch.Tensor, y: torch.Tensor, ids: list[int],
@@ -195,9 +267,13 @@ class SelectionReport:
 
     reported_correct: list[float]  # original: 0/1 flag; fixed: expected accuracy over M draws
     chosen_by: list[str]  # "clean" or the attack whose candidate was kept
+    gradient_draws: list[int] | None = None  # defense forward/backward passes spent on the sample
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"reported_correct": c, "chosen_by": a} for c, a in zip(self.reported_correct, self.chosen_by)]
+        rows = [{"reported_correct": c, "chosen_by": a} for c, a in zip(self.reported_correct, self.chosen_by)]
+        for row, draws in zip(rows, self.gradient_draws or []):
+            row["gradient_draws"] = draws
+        return rows
 
 
 def select_original(runner: APGDRunner, attacks: tuple[str, ...], x: torch.Tensor, y: torch.Tensor,
@@ -229,7 +305,7 @@ def select_original(runner: APGDRunner, attacks: tuple[str, ...], x: torch.Tenso
                 robust[r] = False
                 x_adv[r] = adv_sub[k]
                 chosen[r] = attack
-    return x_adv, SelectionReport([float(v) for v in robust.tolist()], chosen)
+    return x_adv, SelectionReport([float(v) for v in robust.tolist()], chosen, _draws_spent(runner, ids))
 
 
 def select_fixed(runner: APGDRunner, attacks: tuple[str, ...], x: torch.Tensor, y: torch.Tensor,
@@ -251,4 +327,9 @@ def select_fixed(runner: APGDRunner, attacks: tuple[str, ...], x: torch.Tensor, 
                 current[r] = candidate[k]
                 x_adv[r] = best[k]
                 chosen[r] = attack
-    return x_adv, SelectionReport([float(v) for v in current.tolist()], chosen)
+    return x_adv, SelectionReport([float(v) for v in current.tolist()], chosen, _draws_spent(runner, ids))
+
+
+def _draws_spent(runner: APGDRunner, ids: list[int]) -> list[int] | None:
+    spent = getattr(getattr(runner, "queries", None), "gradient_draws", None)
+    return None if spent is None else [spent.get(sid, 0) for sid in ids]

@@ -98,7 +98,7 @@ def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
     and grad is enabled. A step's noise must be among ``args`` so recomputation replays it;
     the determinism check is skipped because no step draws random numbers."""
     if checkpoint and torch.is_grad_enabled():
-        return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none")
+        return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none", preserve_rng_state=False)
     return fn(*args)
 
 

@@ -169,21 +169,31 @@ def measure_attack_cost(
 ) -> str:
     """(d) aa_rand_fixed and aa_rand vs pgd_eot (PGD20-EoT10) on the same toy defense, images
     and seed: attack time ratio next to each robust accuracy (runs stored in ``db``)."""
+    from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from bench.runner import RunRequest, execute_run, start_run
-    from bench.store import get_run, open_store
+    from bench.store import SampleResult, get_run, open_store
+
+    import dataclasses
+
+    from attacks.aa_common import AARandConfig
 
     engine = open_store(db)
     rows = []
-    for attack, options in (("pgd_eot", {}), ("aa_rand_fixed", aa_options or {}), ("aa_rand", aa_options or {})):
+    # options only the fixed selection has (eval_draws, judge, early_stop) do not apply to aa_rand
+    shared = {f.name for f in dataclasses.fields(AARandConfig)}
+    original_options = {k: v for k, v in (aa_options or {}).items() if k in shared}
+    for attack, options in (("pgd_eot", {}), ("aa_rand_fixed", aa_options or {}), ("aa_rand", original_options)):
         request = RunRequest(defense=defense, attack=attack, n_samples=n_samples, batch_size=n_samples, seed=seed,
                              defense_options=dict(defense_options or {}), attack_options=dict(options))
         run_id, parts = start_run(engine, request)
         execute_run(engine, run_id, parts=parts)
         with Session(engine) as session:
             run = get_run(session, run_id)
-            rows.append((attack, run.id, run.attack_seconds, run.metrics, run.attack_config))
+            infos = [s.attack_info or {} for s in session.scalars(
+                select(SampleResult).where(SampleResult.run_id == run.id))]
+            rows.append((attack, run.id, run.attack_seconds, run.metrics, run.attack_config, infos))
     base = rows[0][2]
     lines = [
         f"(d) attack cost on toy {defense} {defense_options or ''}, {n_samples} images, seed {seed}",
@@ -191,7 +201,7 @@ def measure_attack_cost(
         "| attack | run | attack time (s) | time / pgd_eot | robust expected [95% CI] | attack's own verdict |",
         "|---|---|---|---|---|---|",
     ]
-    for attack, run_id, seconds, metrics, _config in rows:
+    for attack, run_id, seconds, metrics, _config, _infos in rows:
         robust = metrics["robust"]["expected"]
         own = metrics.get("attack_reported")
         own_text = f"{own['acc']:.3f} [{own['ci_low']:.3f}, {own['ci_high']:.3f}]" if own else "-"
@@ -199,8 +209,20 @@ def measure_attack_cost(
                      f"{robust['acc']:.3f} [{robust['ci_low']:.3f}, {robust['ci_high']:.3f}] | {own_text} |")
     aa_config = rows[1][4]
     bound = (aa_config["n_iter"] + 1) * aa_config["eot"] * len(aa_config["attacks"]) / (rows[0][4]["steps"] * rows[0][4]["eot"])
+    pgd_draws = rows[0][4]["steps"] * rows[0][4]["eot"] * n_samples
     lines += ["", f"gradient evaluations per sample, AutoAttack / PGD: at most {bound:.1f} "
                   "(APGD (n_iter+1) x EoT per attack; fewer when points reach zero expected accuracy early)"]
+    for attack, _run_id, _seconds, _metrics, config, infos in rows[1:]:
+        spent = [info.get("gradient_draws") for info in infos]
+        if any(d is None for d in spent):
+            continue
+        line = (f"{attack} (early_stop={config.get('early_stop', False)}): defense gradient draws / PGD's "
+                f"{sum(spent) / pgd_draws:.2f}")
+        if "eval_draws" in config:  # the fixed selection: reported_correct is an M-draw expected accuracy
+            robust = sum(d for d, info in zip(spent, infos) if info.get("reported_correct", 0) > 0)
+            line += (f", of which {robust / pgd_draws:.2f} on points it left above zero expected accuracy "
+                     "(no rule that stops only verified-broken points can save those)")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -119,3 +119,56 @@ def test_bad_aa_options() -> None:
         build_config(cls.config_cls, {"attacks": "apgd-ce,apgd-fab"})
     with pytest.raises(ConfigError, match="judge"):
         build_config(cls.config_cls, {"judge": "median"})
+
+
+@pytest.mark.parametrize("setting", ["white", "dw_semi:3"])
+def test_early_stop_retires_only_points_that_fool_every_draw(setting) -> None:
+    """Inside APGD a point stops at the first iterate fooling all its EoT draws; it then costs
+    nothing more. Without early stop every attacked point costs the full (n_iter+1) x EoT."""
+    generator = torch.Generator().manual_seed(3)
+    x = 0.2 + 0.6 * torch.rand(8, 1, 8, 8, generator=generator)
+    model = tiny_model("dp_ddpm")
+    y = model.classifier(x).argmax(-1)  # labels the random classifier mostly gets right, so points get attacked
+    cls = ATTACKS.get("aa_rand_fixed")
+    n_iter, eot = 6, 3
+    spent, reports = {}, {}
+    for early in (True, False):
+        attack = cls(build_config(cls.config_cls, {"eps": 0.3, "n_iter": n_iter, "eot": eot,
+                                                   "early_stop": str(early).lower()}))
+        target = make_target(model, setting, list(range(8)))
+        adv = attack.perturb(target, x, y)
+        assert (adv - x).abs().max() <= 0.3 + 1e-6
+        reports[early] = attack.last_report
+        spent[early] = attack.last_report.gradient_draws
+    draws = 3 if setting == "dw_semi:3" else eot
+    full = (n_iter + 1) * draws
+    # without early stop: each attacked point pays the full budget per attack it went through
+    assert all(d % full == 0 for d in spent[False])
+    assert any(d > 0 for d in spent[False])
+    assert all(d % draws == 0 for d in spent[True])  # whole blocks only
+    assert sum(spent[True]) < sum(spent[False])
+    retired_early = [d for d in spent[True] if d % full != 0]
+    assert retired_early, "no point retired inside APGD at eps 0.3: the test lost its power"
+
+
+def test_early_stop_needs_the_confirmation_draws(monkeypatch) -> None:
+    """A point whose EoT block is all fooled but whose confirmation draws are not at zero keeps
+    being attacked (here the confirmation is forced to say 'correct': nothing may retire)."""
+    original = autoattack.expected_correct
+
+    def stubborn_confirmation(target, x, y, ids, draws, round_index):  # noqa: ANN001, ANN202
+        if round_index >= autoattack.CONFIRM_ROUND_BASE:
+            return torch.ones(x.shape[0])
+        return original(target, x, y, ids, draws, round_index)
+
+    monkeypatch.setattr(autoattack, "expected_correct", stubborn_confirmation)
+    generator = torch.Generator().manual_seed(3)
+    x = 0.2 + 0.6 * torch.rand(8, 1, 8, 8, generator=generator)
+    model = tiny_model("dp_ddpm")
+    y = model.classifier(x).argmax(-1)
+    cls = ATTACKS.get("aa_rand_fixed")
+    attack = cls(build_config(cls.config_cls, {"eps": 0.3, "n_iter": 6, "eot": 3}))
+    attack.perturb(make_target(model, "white", list(range(8))), x, y)
+    full = 7 * 3
+    assert all(d % full == 0 for d in attack.last_report.gradient_draws)
+    assert any(d > 0 for d in attack.last_report.gradient_draws)
