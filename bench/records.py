@@ -219,7 +219,16 @@ def threat_label(norm: str, eps: float) -> str:
 
 
 def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    return [f"{k}={config[k]}" for k in sorted(config) if k not in ignore and config.get(k) != defaults.get(k)]
+    """``key=value`` for the options that differ from the defaults; tuples (dataclass defaults)
+    and lists (JSON-stored configs) compare as equal sequences."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return [f"{k}={shown(config[k])}" for k in sorted(config)
+            if k not in ignore and plain(config.get(k)) != plain(defaults.get(k))]
 
 
 def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: str) -> str:
@@ -231,8 +240,7 @@ def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: st
     from bench.defense import DEFENSES
 
     defaults = dataclasses.asdict(DEFENSES.get(defense).config_cls())
-    options = _non_default({k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
-                           {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()})
+    options = _non_default(config, defaults)
     if classifier and classifier != DEFAULT_CLASSIFIERS.get(dataset):
         options.append(f"classifier={classifier}")
     return f"{defense}[{','.join(options)}]" if options else defense

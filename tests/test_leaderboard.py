@@ -115,3 +115,17 @@ def test_site_ranks_by_the_strongest_white_box_attack_and_escapes_text(tmp_path)
 def test_paper_links() -> None:
     assert paper_url("Nie et al., ICML 2022, arXiv:2205.07460") == "https://arxiv.org/abs/2205.07460"
     assert paper_url("-") is None
+
+
+def test_default_options_stored_as_json_lists_do_not_rename_the_attack() -> None:
+    """Configs come back from the database with lists where the dataclass has tuples: the
+    default AutoAttack stays plain ``aa_rand_fixed``; a real change is named."""
+    import dataclasses
+
+    from bench.attack import ATTACKS
+    from bench.records import _non_default
+
+    defaults = dataclasses.asdict(ATTACKS.get("aa_rand_fixed").config_cls())
+    stored = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}
+    assert _non_default(stored, defaults) == []
+    assert _non_default({**stored, "attacks": ["apgd-ce"]}, defaults) == ["attacks=apgd-ce"]
