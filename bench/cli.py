@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from bench.allocator import tune_glibc_malloc
 from bench.errors import BenchError
 
 EPILOG_RUN = """examples:
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    tune_glibc_malloc()
     try:
         return int(args.func(args))
     except BenchError as err:

@@ -33,9 +33,11 @@ def _shard_task(db_url: str, run_id: str, batch_starts: list[int], fail_marker: 
 
     import attacks  # noqa: F401  (register plug-ins in the worker)
     import defenses  # noqa: F401
+    from bench.allocator import tune_glibc_malloc
     from bench.runner import execute_shard
     from bench.store import open_store
 
+    tune_glibc_malloc()
     torch.set_num_threads(max(1, int(os.environ.get("BENCH_TASK_THREADS", "1"))))
     if fail_marker and not os.path.exists(fail_marker):
         # test hook: this attempt stores its first batch and then its worker dies

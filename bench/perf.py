@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.allocator import malloc_tuned
 from bench.defense import DefendedClassifier
 from bench.diffusion import TruncatedDiffusionConfig
 from bench.memory import MemoryPlan
@@ -140,7 +141,8 @@ def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int
     """Run (a), (b), (c) for each model and return a Markdown report."""
     lines = [
         f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, EoT {eot}, timing NFE {TIMING_NFE} ({TIMING_NFE + 1} UNet calls), "
+        f"threads {torch.get_num_threads()}, malloc {'tuned' if malloc_tuned() else 'glibc defaults'}, "
+        f"EoT {eot}, timing NFE {TIMING_NFE} ({TIMING_NFE + 1} UNet calls), "
         f"best of {repeats}",
         "",
         "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "

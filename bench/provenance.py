@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 import bench
+from bench.allocator import malloc_tuned
 
 PACKAGES = ("torch", "torchvision", "diffusers", "numpy", "sqlalchemy", "safetensors", "scikit-learn")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,8 @@ def package_versions() -> dict[str, str]:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} threads={torch.get_num_threads()}"
+    tuned = " malloc=tuned" if malloc_tuned() else ""
+    return f"cpu:{platform.processor() or platform.machine()} threads={torch.get_num_threads()}{tuned}"
 
 
 def collect_provenance(device: torch.device) -> dict[str, Any]:
