@@ -5,27 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bench.attack import validate_budget
-from bench.autoattack import APGD_LOSSES
-from bench.errors import ConfigError
+from attacks.apgd import APGD_LOSSES
+from bench.core.attack import validate_budget
+from bench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class AARandConfig:
     """AutoAttack ``version='rand'``: APGD-CE then APGD-DLR, 1 restart, 100 iterations, EoT 20.
 
-    ``step_size`` is accepted for a uniform CLI but unused: APGD adapts its own step from 2ε.
+    No ``step_size``: APGD adapts its own step from 2ε.
     """
 
     norm: Literal["linf", "l2"] = "linf"
     eps: float = 8 / 255
-    step_size: float = 2 / 255
     n_iter: int = 100
     eot: int = 20
     attacks: tuple[str, ...] = ("apgd-ce", "apgd-dlr")
 
     def __post_init__(self) -> None:
-        validate_budget(self.norm, self.eps, self.step_size)
+        validate_budget(self.norm, self.eps)
         if self.n_iter < 1:
             raise ConfigError(f"n_iter={self.n_iter} must be at least 1")
         if self.eot < 1:

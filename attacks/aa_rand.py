@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from attacks.aa_common import AARandConfig
-from bench.attack import Attack, register_attack
-from bench.autoattack import APGDRunner, SelectionReport, select_original
-from bench.target import StochasticTarget
+from attacks.apgd import APGDRunner, select_original
+from bench.core.attack import Attack, AttackResult, register_attack
+from bench.core.target import StochasticTarget
 
 
 @register_attack("aa_rand")
@@ -22,11 +22,12 @@ class AARand(Attack):
     description = "AutoAttack rand (APGD-CE + APGD-DLR, EoT 20) as published: one-draw selection (unreliable)"
     config_cls = AARandConfig
     unreliable = True
+    ranks = False
+    retired_options = ("step_size",)
 
-    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         eot = 1 if target.is_deterministic(x) else target.setting.attack_draws(cfg.eot)
         runner = APGDRunner(target, cfg.norm, cfg.eps, cfg.n_iter, eot)
         x_adv, report = select_original(runner, cfg.attacks, x, y, list(target.sample_ids))
-        self.last_report: SelectionReport | None = report
-        return x_adv
+        return AttackResult(x_adv, report.rows())

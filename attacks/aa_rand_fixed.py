@@ -16,22 +16,22 @@ from __future__ import annotations
 import torch
 
 from attacks.aa_common import AARandFixedConfig
-from bench.attack import Attack, register_attack
-from bench.autoattack import APGDRunner, SelectionReport, select_fixed
-from bench.target import StochasticTarget
+from attacks.apgd import APGDRunner, select_fixed
+from bench.core.attack import Attack, AttackResult, register_attack
+from bench.core.target import StochasticTarget
 
 
 @register_attack("aa_rand_fixed")
 class AARandFixed(Attack):
     description = "AutoAttack rand with expected-accuracy selection over M=20 draws (ADDT App. J fix)"
     config_cls = AARandFixedConfig
+    retired_options = ("step_size",)
 
-    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         deterministic = target.is_deterministic(x)
         eot = 1 if deterministic else target.setting.attack_draws(cfg.eot)
         draws = 1 if deterministic else cfg.eval_draws
         runner = APGDRunner(target, cfg.norm, cfg.eps, cfg.n_iter, eot, cfg.judge, cfg.early_stop, draws)
         x_adv, report = select_fixed(runner, cfg.attacks, x, y, list(target.sample_ids), draws)
-        self.last_report: SelectionReport | None = report
-        return x_adv
+        return AttackResult(x_adv, report.rows())

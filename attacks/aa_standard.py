@@ -11,27 +11,26 @@ other). The batch is split into such groups first (usually one), each attacked s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from bench.attack import Attack, register_attack, validate_budget
-from bench.autoattack import SelectionReport
-from bench.errors import ConfigError
-from bench.noise import derive_seed
-from bench.target import StochasticTarget
+from attacks.apgd import SelectionReport
+from bench.core.attack import Attack, AttackResult, register_attack, validate_budget
+from bench.core.errors import ConfigError
+from bench.core.noise import derive_seed
+from bench.core.target import StochasticTarget
 
 
 @dataclass(frozen=True)
 class AAStandardConfig:
     norm: Literal["linf", "l2"] = "linf"
     eps: float = 8 / 255
-    step_size: float = 2 / 255  # unused: AutoAttack sets its own steps
     attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
 
     def __post_init__(self) -> None:
-        validate_budget(self.norm, self.eps, self.step_size)
+        validate_budget(self.norm, self.eps)
         valid = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")
         if not self.attacks or any(a not in valid for a in self.attacks):
             raise ConfigError(f"attacks={self.attacks!r}: each must be one of {', '.join(valid)}")
@@ -78,17 +77,23 @@ class IdentifiedQueries(nn.Module):
 class AAStandard(Attack):
     description = "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) for deterministic targets (none, dw_both)"
     config_cls = AAStandardConfig
+    needs_deterministic_target = True
+    retired_options = ("step_size",)
 
-    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def check_target(self, defense: Any, setting: Any, sample_shape: tuple[int, ...]) -> None:
+        deterministic = not any(spec.steps for spec in defense.noise_spec(sample_shape).values())
+        if not (deterministic or setting.kind == "dw_both"):
+            raise ConfigError(
+                f"aa_standard needs a deterministic target, but defense {defense.name!r} under "
+                f"setting {setting.name!r} is stochastic: use --setting dw_both, the 'none' defense, "
+                "or --attack aa_rand_fixed"
+            )
+
+    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         from pyautoattack import AutoAttack
 
         cfg = self.config
-        if not (target.is_deterministic(x) or target.setting.kind == "dw_both"):
-            raise ConfigError(
-                f"aa_standard needs a deterministic target, but defense {target.model.defense.name!r} under "
-                f"setting {target.setting.name!r} is stochastic: use --setting dw_both, the 'none' defense, "
-                "or --attack aa_rand_fixed"
-            )
+        self.check_target(target.model.defense, target.setting, tuple(x.shape[1:]))
         ids = list(target.sample_ids)
         x_adv = x.clone()
         reported = [1.0] * len(ids)
@@ -105,5 +110,4 @@ class AAStandard(Attack):
             for k, g in enumerate(group):
                 x_adv[g] = adv[k]
                 reported[g] = float(y_adv[k] == y[g])
-        self.last_report: SelectionReport | None = SelectionReport(reported, ["aa_standard"] * len(ids))
-        return x_adv.detach()
+        return AttackResult(x_adv.detach(), SelectionReport(reported, ["aa_standard"] * len(ids)).rows())

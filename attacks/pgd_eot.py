@@ -15,9 +15,15 @@ from typing import Literal
 
 import torch
 
-from bench.attack import Attack, project, register_attack, validate_budget
-from bench.errors import ConfigError
-from bench.target import StochasticTarget
+from bench.core.attack import (
+    Attack,
+    AttackResult,
+    project,
+    register_attack,
+    validate_budget,
+)
+from bench.core.errors import ConfigError
+from bench.core.target import StochasticTarget
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class PGDEoT(Attack):
     description = "PGD-EoT with exact gradients through the whole purification chain (20 steps, EoT 10)"
     config_cls = PGDEoTConfig
 
-    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         x_adv = x.clone()
         if cfg.random_start:
@@ -55,7 +61,7 @@ class PGDEoT(Attack):
                 norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                 direction = grad / norms.view(-1, *([1] * (x.dim() - 1)))
             x_adv = project(x, x_adv + cfg.step_size * direction, cfg.norm, cfg.eps)
-        return x_adv.detach()
+        return AttackResult(x_adv.detach())
 
     def _random_start(self, target: StochasticTarget, x: torch.Tensor) -> torch.Tensor:
         """Uniform in the ℓ∞ ball / Gaussian direction scaled into the ℓ2 ball, per-sample seeded."""

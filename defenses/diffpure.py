@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError
-from bench.noise import NoiseBatch, StreamSpec
+from bench.core.defense import Defense, register_defense, run_step
+from bench.core.errors import ConfigError
+from bench.core.noise import NoiseBatch, StreamSpec
+from bench.families.vp import VPSchedule
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,16 @@ class DiffPureConfig:
         n = math.ceil((self.t_star - self.eps_end) / self.dt - 1e-9)
         return [self.t_star - k * self.dt for k in range(n)] + [self.eps_end]
 
-    def beta(self, tau: float) -> float:
-        return self.beta_min + tau * (self.beta_max - self.beta_min)
-
-    def marginal_std(self, tau: float) -> float:
-        """std of p_0τ (paper Eq. 11)."""
-        return math.sqrt(1 - math.exp(-0.5 * tau**2 * (self.beta_max - self.beta_min) - tau * self.beta_min))
-
-    def forward_alpha_bar(self) -> float:
-        """DiffPure's discrete ᾱ[1000 t* − 1] for β linear in [β_min/1000, β_max/1000]."""
-        index = round(self.t_star * 1000) - 1
-        betas = torch.linspace(self.beta_min / 1000, self.beta_max / 1000, 1000, dtype=torch.float64)
-        return float(torch.cumprod(1 - betas, 0)[index])
+    @property
+    def schedule(self) -> VPSchedule:
+        return VPSchedule(self.beta_min, self.beta_max)
 
 
 class DiffPure(Defense):
     description = "DiffPure: VP-SDE t*=0.1, Euler-Maruyama dt 1e-3 (100 steps), exact gradients"
     paper = "Nie et al., Diffusion Models for Adversarial Purification, ICML 2022, arXiv:2205.07460"
-    weights = "cifar10: Score-SDE vp/cifar10_ddpmpp_deep_continuous checkpoint_8.pth (EMA); toy: bench/toy_assets/toy_ncsnpp"
+    model_files = {"toy": "toy-vp", "cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"}
+    fast_options = {"dt": "0.025"}
     license = "DiffPure code: NVIDIA Source Code License (non-commercial); Score-SDE weights: Apache-2.0"
     config_cls = DiffPureConfig
     corrector = False
@@ -78,6 +71,11 @@ class DiffPure(Defense):
     def __init__(self, config: DiffPureConfig, score_net: nn.Module) -> None:
         super().__init__(config)
         self.score_net = score_net.eval().requires_grad_(False)  # net(x, 999τ) = −std(τ)·score
+        self.schedule = config.schedule
+
+    @property
+    def clamps_output(self) -> bool:
+        return self.config.clamp_output
 
     @property
     def network_calls(self) -> int:
@@ -94,13 +92,9 @@ class DiffPure(Defense):
             spec["corrector"] = StreamSpec(steps, tuple(sample_shape))
         return spec
 
-    def score(self, x: torch.Tensor, tau: float) -> torch.Tensor:
-        labels = torch.full((x.shape[0],), 999 * tau, dtype=x.dtype, device=x.device)
-        return -self.score_net(x, labels) / self.config.marginal_std(tau)
-
     def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
         cfg = self.config
-        a_bar = cfg.forward_alpha_bar()
+        a_bar = self.schedule.discrete_alpha_bar(cfg.t_star)
         sample = math.sqrt(a_bar) * (2 * x - 1) + math.sqrt(1 - a_bar) * noise.step("forward", 0)
         grid = cfg.grid()
         for k in range(len(grid) - 1):
@@ -111,38 +105,21 @@ class DiffPure(Defense):
         return out.clamp(0, 1) if cfg.clamp_output else out
 
     def _step(self, x: torch.Tensor, z: torch.Tensor, z_corrector: torch.Tensor | None, tau: float, tau_next: float) -> torch.Tensor:
-        cfg = self.config
+        """(Optional Langevin corrector, then) one reverse-SDE Euler–Maruyama step τ → τ_next."""
+        vp = self.schedule
         if z_corrector is not None:
-            x = self._langevin(x, z_corrector, tau)
-        delta = tau - tau_next
-        beta = cfg.beta(tau)
-        drift = 0.5 * beta * x + beta * self.score(x, tau)
-        return x + drift * delta + math.sqrt(beta * delta) * z
-
-    def _langevin(self, x: torch.Tensor, z: torch.Tensor, tau: float) -> torch.Tensor:
-        """x + ε·s(x) + sqrt(2ε)·z, ε = 2α(snr·‖z‖/‖s‖)², α = 1 − β_i of the discrete schedule."""
-        cfg = self.config
-        grad = self.score(x, tau)
-        index = int(tau * 999)
-        alpha = 1 - (cfg.beta_min / 1000 + index * (cfg.beta_max - cfg.beta_min) / 1000 / 999)
-        grad_norm = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
-        noise_norm = z.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
-        step = 2 * alpha * (cfg.corrector_snr * noise_norm / grad_norm) ** 2
-        return x + step * grad + (2 * step).sqrt() * z
+            x = vp.langevin_step(x, vp.score(self.score_net, x, tau), z_corrector, tau, self.config.corrector_snr)
+        return vp.reverse_sde_step(x, vp.score(self.score_net, x, tau), z, tau, tau_next)
 
     @classmethod
     def pretrained(cls, dataset: str, config: DiffPureConfig) -> DiffPure:
-        if dataset == "toy":
-            from bench.toy import load_toy_ncsnpp
+        from bench.zoo.hub import load_network
 
-            return cls(config, load_toy_ncsnpp())
-        from bench.hub import load_for_dataset
-
-        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"}))
+        return cls(config, load_network(cls, dataset))
 
     @classmethod
     def for_testing(cls, config: DiffPureConfig | None = None, channels: int = 1, size: int = 8) -> DiffPure:
-        from bench.nets.ncsnpp import NCSNpp, NCSNppConfig
+        from bench.zoo.nets.ncsnpp import NCSNpp, NCSNppConfig
 
         torch.manual_seed(0)
         net = NCSNpp(NCSNppConfig(image_size=size, channels=channels, nf=8, ch_mult=(1, 2), num_res_blocks=1,

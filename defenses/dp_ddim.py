@@ -9,15 +9,16 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler
 
-from bench.defense import register_defense
-from bench.diffusion import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
+from bench.core.defense import register_defense
+from defenses.ddpm_purifier import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
 
 
 @register_defense("dp_ddim")
 class DPDDIM(TruncatedDiffusionPurifier):
     description = "DDIM purification (t*=100, eta=0: only the forward noise is random)"
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 4.1; DDIM: Song et al., ICLR 2021, arXiv:2010.02502"
-    weights = "cifar10: google/ddpm-cifar10-32 (diffusers); toy: bench/toy_assets/toy_unet"
+    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"}
+    fast_options = {"nfe": "5"}
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"
 
     def make_scheduler(self, config: TruncatedDiffusionConfig) -> DDIMScheduler:

@@ -8,15 +8,15 @@ per step whose γ > 0).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError
-from bench.noise import NoiseBatch, StreamSpec
+from bench.core.defense import Defense, register_defense, run_step
+from bench.core.errors import ConfigError
+from bench.core.noise import NoiseBatch, StreamSpec
+from bench.families.edm import churn_gammas, heun_step, karras_sigmas
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,16 @@ class DPEDMConfig:
 
     def sigmas(self) -> list[float]:
         """t_0 .. t_{N-1} (Karras et al. Eq. 5) followed by t_N = 0."""
-        n, inv = self.num_steps, 1 / self.rho
-        hi, lo = self.sigma_max**inv, self.sigma_min**inv
-        return [(hi + i / (n - 1) * (lo - hi)) ** self.rho for i in range(n)] + [0.0]
+        return karras_sigmas(self.sigma_max, self.sigma_min, self.rho, self.num_steps)
 
     def gammas(self) -> list[float]:
         """Churn factor per step: min(S_churn/N, √2 − 1) inside [S_min, S_max], else 0."""
-        g = min(self.s_churn / self.num_steps, math.sqrt(2) - 1)
-        return [g if self.s_min <= t <= self.s_max else 0.0 for t in self.sigmas()[:-1]]
+        return churn_gammas(self.sigmas(), self.s_churn, self.s_min, self.s_max)
 
 
 class _EDMPurifier(Defense):
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), App. F; EDM: Karras et al., NeurIPS 2022"
-    weights = "cifar10: NVlabs edm-cifar10-32x32-uncond-vp.pkl (ema); toy: bench/toy_assets/toy_edm"
+    model_files = {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp"}
     license = "EDM weights: CC BY-NC-SA 4.0"
     config_cls = DPEDMConfig
 
@@ -86,36 +83,20 @@ class _EDMPurifier(Defense):
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _heun_step(self, x: torch.Tensor, churn_noise: torch.Tensor | None, i: int) -> torch.Tensor:
-        """One step of Karras et al. Algorithm 2 (stochastic Heun)."""
+        """Step i of Karras et al. Algorithm 2 (the last one is first order: t_N = 0)."""
         cfg = self.config
-        t_cur, t_next, gamma = self._sigmas[i], self._sigmas[i + 1], self._gammas[i]
-        t_hat = t_cur * (1 + gamma)
-        x_hat = x
-        if churn_noise is not None:
-            x_hat = x + math.sqrt(t_hat**2 - t_cur**2) * cfg.s_noise * churn_noise
-        d = (x_hat - self._denoise(x_hat, t_hat)) / t_hat
-        x_next = x_hat + (t_next - t_hat) * d
-        if i < cfg.num_steps - 1:
-            d_prime = (x_next - self._denoise(x_next, t_next)) / t_next
-            x_next = x_hat + (t_next - t_hat) * (d + d_prime) / 2
-        return x_next
-
-    def _denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return self.denoiser(x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
+        return heun_step(self.denoiser, x, self._sigmas[i], self._sigmas[i + 1], self._gammas[i], cfg.s_noise,
+                         churn_noise, second_order=i < cfg.num_steps - 1)
 
     @classmethod
     def pretrained(cls, dataset: str, config: DPEDMConfig) -> _EDMPurifier:
-        if dataset == "toy":
-            from bench.toy import load_toy_edm
+        from bench.zoo.hub import load_network
 
-            return cls(config, load_toy_edm())
-        from bench.hub import load_for_dataset
-
-        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "edm-cifar10-uncond-vp"}))
+        return cls(config, load_network(cls, dataset))
 
     @classmethod
     def for_testing(cls, config: DPEDMConfig | None = None, channels: int = 1, size: int = 8) -> _EDMPurifier:
-        from bench.nets.songunet import EDMPrecond, SongUNetConfig
+        from bench.zoo.nets.songunet import EDMPrecond, SongUNetConfig
 
         torch.manual_seed(0)
         net = EDMPrecond(SongUNetConfig(img_resolution=size, channels=channels, augment_dim=0, model_channels=8,
@@ -132,6 +113,7 @@ class _EDMPurifier(Defense):
 @register_defense("dp_edm")
 class DPEDM(_EDMPurifier):
     description = "EDM purification: σ 0.5 -> 0.002, stochastic Heun, 50 steps, S_churn 6 (EDM-SDE)"
+    fast_options = {"num_steps": "6"}
 
 
 @dataclass(frozen=True)
@@ -143,6 +125,7 @@ class DPEDMODEConfig(DPEDMConfig):
 class DPEDMODE(_EDMPurifier):
     description = "EDM purification with S_churn 0 (EDM-ODE): only the forward noise is random"
     config_cls = DPEDMODEConfig
+    fast_options = {"num_steps": "6"}
 
     @classmethod
     def default_test_config(cls) -> DPEDMConfig:

@@ -4,7 +4,7 @@ Per path: 4 iterations of {diffuse to t = 36 (ᾱ[36]), then 36 DDPM steps i = 3
 fixed_large variance log([β̃_1, β_1 … β_999]) and guidance}; 10 independent paths, each
 classified, combined by a vote. Guidance pulls the sample towards the *original* input
 re-noised to the current step with its own noise (stream ``guidance``):
-μ ← μ + exp(logvar_i)·s_i·g, s_i = sqrt(1−ᾱ_i)/(sqrt(ᾱ_i)·m), m = (ptb·2/255/3)/scale, with
+μ ← μ + β_i·s_i·g (β_i = exp(logvar_i), the fixed_large variance), s_i = sqrt(1−ᾱ_i)/(sqrt(ᾱ_i)·m), m = (ptb·2/255/3)/scale, with
 g = ∇_z −MSE(z, target) (``mse``, scale 60000) or ∇_z SSIM(z, target) (``ssim``, scale 70000).
 
 The reference averages its guidance loss over the whole batch (F.mse_loss / pytorch_ssim
@@ -28,9 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.defense import Defense, register_defense, run_step
-from bench.errors import ConfigError
-from bench.noise import NoiseBatch, StreamSpec
+from bench.core.defense import Defense, register_defense, run_step
+from bench.core.errors import ConfigError
+from bench.core.noise import NoiseBatch, StreamSpec
+from bench.families.ddpm import (
+    fixed_large_variances,
+    linear_alphas_cumprod,
+    posterior_mean,
+    predict_x0,
+)
 
 DEFAULT_SCALE = {"mse": 60000.0, "ssim": 70000.0, "none": 0.0}
 
@@ -89,22 +95,17 @@ def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, window_size: int = 11, sig
 class GDMP(Defense):
     description = "GDMP: 4 x 36 guided DDPM steps (MSE/SSIM/no guidance), 10 paths combined by vote"
     paper = "Wang et al., Guided Diffusion Model for Adversarial Purification, arXiv:2205.14969"
-    weights = "cifar10: pesser/pytorch_diffusion ema_cifar10 (Ho et al. DDPM, 790k steps); toy: bench/toy_assets/toy_unet"
+    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-pesser-ema"}
+    fast_options = {"purify_step": "6", "iterations": "2", "paths": "2"}
     license = "pytorch_diffusion weights: converted from the DDPM TF release (see its repository)"
     config_cls = GDMPConfig
 
     def __init__(self, config: GDMPConfig, unet: nn.Module) -> None:
         super().__init__(config)
         self.unet = unet.eval().requires_grad_(False)
-        t_count = config.num_train_timesteps
-        betas = torch.linspace(1e-4, 0.02, t_count, dtype=torch.float64)
-        a_bar = torch.cumprod(1 - betas, 0)
-        a_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), a_bar[:-1]])
-        posterior_var = betas * (1 - a_bar_prev) / (1 - a_bar)
-        self._a_bar = a_bar.tolist()
-        self._coef1 = (betas * a_bar_prev.sqrt() / (1 - a_bar)).tolist()
-        self._coef2 = ((1 - a_bar_prev) * (1 - betas).sqrt() / (1 - a_bar)).tolist()
-        self._logvar = torch.log(torch.cat([posterior_var[1:2], betas[1:]])).tolist()  # fixedlarge
+        # GDMP's reference builds its DDPM tables in float64 (numpy)
+        self._a_bar = linear_alphas_cumprod(config.num_train_timesteps, precision="float64").tolist()
+        self._variance = fixed_large_variances(self._a_bar)
 
     @property
     def paths(self) -> int:
@@ -153,18 +154,20 @@ class GDMP(Defense):
 
     def _step(self, z: torch.Tensor, x_adv: torch.Tensor, step_noise: torch.Tensor | None,
               guide_noise: torch.Tensor | None, i: int) -> torch.Tensor:
-        a_bar = self._a_bar[i]
+        """One guided DDPM step i → i − 1: the family's posterior mean, shifted by v_i·s_i·g, plus
+        sqrt(v_i)·z (no noise at i = 0), v_i the fixed_large variance."""
+        a_bar, a_prev = self._a_bar[i], (self._a_bar[i - 1] if i > 0 else 1.0)
         t = torch.full((z.shape[0],), i, device=z.device, dtype=torch.long)
         eps = self.unet(z, t).sample
-        x0 = (math.sqrt(1 / a_bar) * z - math.sqrt(1 / a_bar - 1) * eps).clamp(-1, 1)
-        mean = self._coef1[i] * x0 + self._coef2[i] * z
+        mean = posterior_mean(z, predict_x0(z, eps, a_bar), a_bar, a_prev)
+        variance = self._variance[i]
         if guide_noise is not None:
             target = math.sqrt(a_bar) * x_adv + math.sqrt(1 - a_bar) * guide_noise
             m = self.config.ptb * 2 / 255 / 3 / self.config.scale
             scale = math.sqrt(1 - a_bar) / (m * math.sqrt(a_bar))
-            mean = mean + math.exp(self._logvar[i]) * scale * self._guidance(z, target)
+            mean = mean + variance * scale * self._guidance(z, target)
         if step_noise is not None:
-            mean = mean + math.exp(0.5 * self._logvar[i]) * step_noise
+            mean = mean + math.sqrt(variance) * step_noise
         return mean
 
     def _guidance(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -193,16 +196,12 @@ class GDMP(Defense):
 
     @classmethod
     def pretrained(cls, dataset: str, config: GDMPConfig) -> GDMP:
-        if dataset == "toy":
-            from bench.toy import load_toy_unet
+        from bench.zoo.hub import load_network
 
-            return cls(config, load_toy_unet())
-        from bench.hub import load_for_dataset
-
-        return cls(config, load_for_dataset(cls.name, dataset, {"cifar10": "ddpm-cifar10-pesser-ema"}))
+        return cls(config, load_network(cls, dataset))
 
     @classmethod
     def for_testing(cls, config: GDMPConfig | None = None, channels: int = 1, size: int = 8) -> GDMP:
-        from bench.diffusion import tiny_unet
+        from bench.zoo.toy import tiny_unet
 
         return cls(config or GDMPConfig(purify_step=3, iterations=2, paths=2), tiny_unet(channels, size))

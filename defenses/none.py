@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.defense import Defense, register_defense
-from bench.noise import NoiseBatch, StreamSpec
+from bench.core.defense import Defense, register_defense
+from bench.core.noise import NoiseBatch, StreamSpec
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,6 @@ class NoneConfig:
 class NoDefense(Defense):
     description = "no purification: the classifier alone"
     paper = "-"
-    weights = "the dataset's classifier only"
     license = "-"
     config_cls = NoneConfig
 

@@ -8,11 +8,11 @@ from torch import nn
 
 import attacks  # noqa: F401  (registers plug-ins)
 import defenses  # noqa: F401
-from bench.defense import DEFENSES, DefendedClassifier
-from bench.memory import MemoryPlan
-from bench.noise import NoiseSource
-from bench.settings import parse_setting
-from bench.target import StochasticTarget
+from bench.core.defense import DEFENSES, DefendedClassifier
+from bench.core.memory import MemoryPlan
+from bench.core.noise import NoiseSource
+from bench.core.settings import parse_setting
+from bench.core.target import StochasticTarget
 
 
 class TinyClassifier(nn.Module):

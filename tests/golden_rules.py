@@ -1,16 +1,15 @@
-"""The deterministic weight rules of ../shared/fixtures (README "How to apply the rule")."""
+"""The deterministic weight rules of tests/fixtures (its README, "How to apply the rule")."""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import torch
 
-# The team's shared/ folder sits beside the checkout (as in CI); $BENCH_FIXTURES overrides.
-FIXTURES = Path(os.environ.get("BENCH_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+# The golden vectors ship with the repository (tests/fixtures/README.md says where they come from).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def read_manifest(folder: str) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ def per_sample(engine, run_id: str) -> dict[int, tuple[list[int], list[int], int
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from bench.store import SampleResult
+    from bench.harness.store import SampleResult
 
     with Session(engine) as session:
         rows = session.scalars(select(SampleResult).where(SampleResult.run_id == run_id))
@@ -28,8 +28,8 @@ def per_sample(engine, run_id: str) -> dict[int, tuple[list[int], list[int], int
 def uninterrupted_results(db_path: Path, **overrides: object) -> dict[int, tuple[list[int], list[int], int]]:
     """Per-sample results of an uninterrupted local run of ``TINY`` (plus overrides): the
     reference every distributed, sharded or crashed variant must reproduce."""
-    from bench.runner import RunRequest, execute_run, start_run
-    from bench.store import open_store
+    from bench.harness.runner import RunRequest, execute_run, start_run
+    from bench.harness.store import open_store
 
     engine = open_store(f"sqlite:///{db_path}")
     run_id, parts = start_run(engine, RunRequest(**{**TINY, **overrides}))
@@ -43,8 +43,8 @@ def write_runs(url: str, count: int, worker: int) -> int:
 
     import attacks  # noqa: F401
     import defenses  # noqa: F401
-    from bench.runner import RunRequest, execute_run, start_run
-    from bench.store import open_store
+    from bench.harness.runner import RunRequest, execute_run, start_run
+    from bench.harness.store import open_store
 
     torch.set_num_threads(1)
     engine = open_store(url)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.addt import (
-    ADDTConfig, BACKBONES, DDPMBackbone, EDMBackbone, addt_loss, cgpo, lambda_schedule, lambdas, rbgm, train,
-)
-from bench.errors import ConfigError
+from bench.families import FAMILIES, DDPMFamily, EDMFamily
+from bench.training.addt import ADDTConfig, addt_loss, cgpo, lambda_schedule, lambdas, rbgm, train
+from bench.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -25,12 +24,12 @@ def test_rbgm_is_a_rank_matched_permutation_of_a_gaussian_sample(dtype) -> None:
 def test_lambda_schedule_values() -> None:
     gamma = torch.tensor([1000.0, 10.0, 1.0, 0.01])
     assert lambda_schedule(gamma, 0.03, 0.0, 0.3).tolist() == pytest.approx([0.3, 0.3, 0.03, 0.0003])
-    backbone = DDPMBackbone()
+    backbone = DDPMFamily()
     lam = lambdas(backbone, torch.tensor([0, 500, 999]), ADDTConfig())
     abar = backbone.alphas_cumprod[[0, 500, 999]]
     expected = (0.03 * abar.sqrt() / (1 - abar).sqrt()).clamp(0, 0.3)
     assert lam.tolist() == pytest.approx(expected.tolist()) and lam[0] == pytest.approx(0.3)
-    assert lambdas(EDMBackbone(), torch.tensor([0.05, 1.0]), ADDTConfig()).tolist() == pytest.approx([0.3, 0.03])
+    assert lambdas(EDMFamily(), torch.tensor([0.05, 1.0]), ADDTConfig()).tolist() == pytest.approx([0.3, 0.03])
     linf = ADDTConfig.linf()
     assert (linf.lambda_unit, linf.lambda_max) == (1.0, 10.0)
     with pytest.raises(ConfigError, match="sqrt"):
@@ -39,8 +38,8 @@ def test_lambda_schedule_values() -> None:
 
 @pytest.fixture(scope="module")
 def toy_batch():
-    from bench.data import load_digits_split
-    from bench.toy import load_toy_classifier, load_toy_unet
+    from bench.zoo.datasets import load_digits_split
+    from bench.zoo.toy import load_toy_classifier, load_toy_unet
 
     split = load_digits_split(True)
     return load_toy_unet(), load_toy_classifier(), split.images[:32] * 2 - 1, split.labels[:32]
@@ -50,7 +49,7 @@ def test_cgpo_increases_the_classifier_loss(toy_batch) -> None:
     unet, classifier, x0, y = toy_batch
     trace: list[float] = []
     level = torch.full((32,), 60)
-    cgpo(DDPMBackbone(), unet, classifier, x0, y, level, ADDTConfig(cgpo_iterations=6, lambda_max=0.9,
+    cgpo(DDPMFamily(), unet, classifier, x0, y, level, ADDTConfig(cgpo_iterations=6, lambda_max=0.9,
                                                                     lambda_unit=0.5), torch.Generator().manual_seed(0), trace)
     assert len(trace) == 6 and trace[-1] > trace[0] * 1.05
 
@@ -61,7 +60,7 @@ def test_one_training_step_decreases_the_addt_loss(toy_batch) -> None:
 
     model = copy.deepcopy(unet).train().requires_grad_(True)
     cfg = ADDTConfig(cgpo_iterations=2)
-    backbone = DDPMBackbone()
+    backbone = DDPMFamily()
     before = addt_loss(backbone, model, classifier, x0, y, cfg, torch.Generator().manual_seed(3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     before.backward()
@@ -71,9 +70,9 @@ def test_one_training_step_decreases_the_addt_loss(toy_batch) -> None:
     assert after.item() < before.item()
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", sorted(FAMILIES))
 def test_resume_reproduces_an_uninterrupted_run(backbone, tmp_path) -> None:
-    from bench.defense import DEFENSES
+    from bench.core.defense import DEFENSES
     from tests.conftest import TinyClassifier
 
     def tiny_net():

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from bench import allocator
+from bench.core import allocator
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 PROBE = (
     "import json, sys\n"
-    "from bench import allocator, provenance\n"
+    "from bench.core import allocator, provenance\n"
     "import torch\n"
     "applied = allocator.tune_glibc_malloc()\n"
     "print(json.dumps({'applied': applied, 'again': allocator.tune_glibc_malloc(),\n"
@@ -50,8 +50,8 @@ def test_opt_out_leaves_glibc_defaults_and_says_so() -> None:
 
 def test_cli_tunes_before_running_a_command(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr("bench.cli.tune_glibc_malloc", lambda: calls.append("tuned") or {})
-    from bench.cli import main
+    monkeypatch.setattr("bench.cli.main.tune_glibc_malloc", lambda: calls.append("tuned") or {})
+    from bench.cli.main import main
 
     assert main(["ls"]) == 0
     assert calls == ["tuned"]

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from bench.attack import ATTACKS, project
-from bench.classifiers import load_classifier
-from bench.config import build_config
-from bench.data import load_test_split
-from bench.defense import DEFENSES, DefendedClassifier
-from bench.errors import ConfigError
-from bench.runner import THREAT_DEFAULTS
+from bench.core.attack import ATTACKS, project
+from bench.zoo.classifiers import load_classifier
+from bench.core.config import build_config
+from bench.zoo.datasets import load_test_split
+from bench.core.defense import DEFENSES, DefendedClassifier
+from bench.core.errors import ConfigError
+from bench.harness.runner import THREAT_DEFAULTS
 from tests.conftest import make_target, tiny_model
 
 PGD = ATTACKS.get("pgd_eot")
@@ -17,7 +17,7 @@ def test_dw_both_attack_forward_reproduces_the_evaluation(images: torch.Tensor) 
     model = tiny_model("dp_ddpm")
     y = torch.tensor([0, 1, 2, 3])
     target = make_target(model, "dw_both", [4, 5, 6, 7], seed=3)
-    x_adv = PGD(build_config(PGD.config_cls, {"eps": 0.1, "step_size": 0.05, "steps": 3, "eot": 5})).perturb(target, images, y)
+    x_adv = PGD(build_config(PGD.config_cls, {"eps": 0.1, "step_size": 0.05, "steps": 3, "eot": 5})).perturb(target, images, y).x_adv
     attack_logits = target.attack_logits(x_adv, step=99)
     eval_preds = target.eval_predictions(x_adv, draws=4)
     assert (eval_preds == eval_preds[:, :1]).all(), "dw_both evaluation draws must be identical"
@@ -39,7 +39,7 @@ def test_pgd_stays_in_the_ball_and_box(norm: str, eps: float, images: torch.Tens
     model = tiny_model("dp_ddim")
     target = make_target(model, "white", [0, 1, 2, 3])
     config = build_config(PGD.config_cls, {"norm": norm, "eps": eps, "step_size": eps / 2, "steps": 3, "eot": 2, "random_start": True})
-    x_adv = PGD(config).perturb(target, images, torch.tensor([0, 1, 2, 3]))
+    x_adv = PGD(config).perturb(target, images, torch.tensor([0, 1, 2, 3])).x_adv
     delta = (x_adv - images).flatten(1)
     size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
     assert (size <= eps + 1e-6).all() and x_adv.min() >= 0 and x_adv.max() <= 1
@@ -74,7 +74,7 @@ def test_pgd_breaks_the_undefended_toy_classifier() -> None:
     model = DefendedClassifier(DEFENSES.get("none").pretrained("toy", DEFENSES.get("none").config_cls()), load_classifier("toy"))
     eps, step = THREAT_DEFAULTS["toy"]["linf"]
     target = make_target(model, "white", list(range(200)))
-    x_adv = PGD(build_config(PGD.config_cls, {"eps": eps, "step_size": step})).perturb(target, x, y)
+    x_adv = PGD(build_config(PGD.config_cls, {"eps": eps, "step_size": step})).perturb(target, x, y).x_adv
     clean = (target.eval_predictions(x, 1)[:, 0] == y).float().mean()
     robust = (target.eval_predictions(x_adv, 1)[:, 0] == y).float().mean()
     assert clean > 0.9

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import autoattack
-from bench.attack import ATTACKS
-from bench.autoattack import APGDRunner, select_fixed
-from bench.config import build_config
-from bench.errors import ConfigError
-from bench.runner import RunRequest, execute_run, start_run
-from bench.store import open_store
+from attacks import apgd as autoattack
+from bench.core.attack import ATTACKS
+from attacks.apgd import APGDRunner, select_fixed
+from bench.core.config import build_config
+from bench.core.errors import ConfigError
+from bench.harness.runner import RunRequest, execute_run, start_run
+from bench.harness.store import open_store
 from tests.conftest import make_target, tiny_model
 
 
@@ -26,6 +26,9 @@ class FakeRunner:
         self.calls.append((attack, list(ids)))
         values = torch.tensor([self.candidate_accuracy[attack][i] for i in ids])
         return values.view(-1, 1, 1, 1).expand_as(x).clone(), values == 0
+
+    def gradient_draws(self, ids):  # noqa: ANN001, ANN201
+        return [0] * len(ids)
 
 
 def test_fixed_selection_never_keeps_a_worse_candidate(monkeypatch) -> None:
@@ -47,9 +50,9 @@ def test_fixed_matches_the_official_apgd_ce_on_a_deterministic_model(monkeypatch
     identical verdicts from ``aa_rand_fixed`` and ``AutoAttack(version='standard')``'s APGD-CE."""
     from pyautoattack import AutoAttack
 
-    from bench.classifiers import load_classifier
-    from bench.data import load_test_split
-    from bench.defense import DEFENSES, DefendedClassifier
+    from bench.zoo.classifiers import load_classifier
+    from bench.zoo.datasets import load_test_split
+    from bench.core.defense import DEFENSES, DefendedClassifier
 
     split = load_test_split("toy")
     x, y = split.images[:24], split.labels[:24]
@@ -64,8 +67,7 @@ def test_fixed_matches_the_official_apgd_ce_on_a_deterministic_model(monkeypatch
     fixed = ATTACKS.get("aa_rand_fixed")(build_config(ATTACKS.get("aa_rand_fixed").config_cls,
                                                       {"eps": eps, "attacks": "apgd-ce"}))
     target = make_target(model, "white", list(range(24)))
-    fixed.perturb(target, x, y)
-    ours = torch.tensor(fixed.last_report.reported_correct) > 0
+    ours = torch.tensor([row["reported_correct"] for row in fixed.perturb(target, x, y).info]) > 0
 
     adversary = AutoAttack(lambda inp: model.classifier(inp), norm="Linf", eps=eps, version="standard", seed=seed)
     adversary.attacks_to_run = ["apgd-ce"]  # the APGD-CE stage of the standard version
@@ -106,10 +108,10 @@ def test_aa_attacks_honour_every_setting_and_stay_in_the_ball(attack, setting, i
     model = tiny_model("dp_ddpm")
     target = make_target(model, setting, [0, 1, 2, 3])
     y = torch.tensor([0, 1, 2, 3])
-    adv = cls(build_config(cls.config_cls, {"eps": 0.1, "n_iter": 3, "eot": 2})).perturb(target, images, y)
+    adv = cls(build_config(cls.config_cls, {"eps": 0.1, "n_iter": 3, "eot": 2})).perturb(target, images, y).x_adv
     assert (adv - images).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     again = cls(build_config(cls.config_cls, {"eps": 0.1, "n_iter": 3, "eot": 2})).perturb(
-        make_target(model, setting, [0, 1, 2, 3]), images, y)
+        make_target(model, setting, [0, 1, 2, 3]), images, y).x_adv
     assert torch.equal(adv, again)  # reproducible from the run seed
 
 
@@ -136,10 +138,10 @@ def test_early_stop_retires_only_points_that_fool_every_draw(setting) -> None:
         attack = cls(build_config(cls.config_cls, {"eps": 0.3, "n_iter": n_iter, "eot": eot,
                                                    "early_stop": str(early).lower()}))
         target = make_target(model, setting, list(range(8)))
-        adv = attack.perturb(target, x, y)
-        assert (adv - x).abs().max() <= 0.3 + 1e-6
-        reports[early] = attack.last_report
-        spent[early] = attack.last_report.gradient_draws
+        result = attack.perturb(target, x, y)
+        assert (result.x_adv - x).abs().max() <= 0.3 + 1e-6
+        reports[early] = result.info
+        spent[early] = [row["gradient_draws"] for row in result.info]
     draws = 3 if setting == "dw_semi:3" else eot
     full = (n_iter + 1) * draws
     # without early stop: each attacked point pays the full budget per attack it went through
@@ -168,7 +170,7 @@ def test_early_stop_needs_the_confirmation_draws(monkeypatch) -> None:
     y = model.classifier(x).argmax(-1)
     cls = ATTACKS.get("aa_rand_fixed")
     attack = cls(build_config(cls.config_cls, {"eps": 0.3, "n_iter": 6, "eot": 3}))
-    attack.perturb(make_target(model, "white", list(range(8))), x, y)
+    spent = [row["gradient_draws"] for row in attack.perturb(make_target(model, "white", list(range(8))), x, y).info]
     full = 7 * 3
-    assert all(d % full == 0 for d in attack.last_report.gradient_draws)
-    assert any(d > 0 for d in attack.last_report.gradient_draws)
+    assert all(d % full == 0 for d in spent)
+    assert any(d > 0 for d in spent)

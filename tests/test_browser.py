@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.leaderboard import build_site
-from bench.perf import write_synthetic_records
+from bench.publish.leaderboard import build_site
+from bench.harness.perf import write_synthetic_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.runner import RunRequest, execute_run, start_run
-from bench.store import open_store
+from bench.harness.runner import RunRequest, execute_run, start_run
+from bench.harness.store import open_store
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ def cifar_cache(monkeypatch, tmp_path):
     import torchvision
     from safetensors.torch import save_file
 
-    from bench.compat import import_robustbench
-    from bench.nets.ddpm_unet import ddpm_cifar10_unet
+    from bench.zoo.compat import import_robustbench
+    from bench.zoo.nets.ddpm_unet import ddpm_cifar10_unet
 
     import_robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
@@ -57,7 +57,7 @@ def test_cifar10_run_uses_the_cached_original_files(cifar_cache) -> None:
     assert metrics["clean"]["n"] == 2 and 0.0 <= metrics["robust"]["expected"]["acc"] <= 1.0
     from sqlalchemy.orm import Session
 
-    from bench.store import get_run
+    from bench.harness.store import get_run
 
     with Session(engine) as session:
         run = get_run(session, run_id)

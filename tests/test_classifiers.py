@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench.classifiers import CIFAR_MEAN, CIFAR_STD, load_classifier
-from bench.errors import ConfigError, MissingAssetError
+from bench.zoo.classifiers import CIFAR_MEAN, CIFAR_STD, load_classifier
+from bench.core.errors import ConfigError, MissingAssetError
 
 
 @pytest.fixture(scope="module")
 def wrn() -> nn.Module:
-    from bench.compat import import_robustbench
+    from bench.zoo.compat import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
@@ -77,7 +77,7 @@ def test_cifar_test_split_reads_the_original_python_format(name, folder, label_k
     import numpy as np
     import torchvision
 
-    from bench.data import load_test_split
+    from bench.zoo.datasets import load_test_split
 
     root = tmp_path / folder
     root.mkdir()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 
 def bench(*args: str, db: Path | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "bench.cli", *args]
+    command = [sys.executable, "-m", "bench.cli.main", *args]
     if db is not None:
         command += ["--db", str(db)]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -41,7 +41,7 @@ def test_ls_lists_plugins_with_descriptions(capsys: pytest.CaptureFixture) -> No
 ])
 def test_bad_input_gets_one_clear_line(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("bench.data._load_cifar", _offline_cifar)
+    monkeypatch.setattr("bench.zoo.datasets._load_cifar", _offline_cifar)
     assert main(["run", *args, "--db", str(tmp_path / "r.sqlite")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bench: error: ") and message in err
@@ -49,7 +49,7 @@ def test_bad_input_gets_one_clear_line(args: list[str], message: str, tmp_path: 
 
 
 def _offline_cifar(name: str):
-    from bench.errors import MissingAssetError
+    from bench.core.errors import MissingAssetError
 
     raise MissingAssetError(f"{name} is not available offline")
 

@@ -1,5 +1,5 @@
 def test_robustbench_imports_with_the_pyautoattack_alias() -> None:
-    from bench.compat import import_robustbench
+    from bench.zoo.compat import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet

@@ -1,4 +1,4 @@
-"""Our network modules reproduce the golden vectors of ../shared/fixtures (1e-4 relative),
+"""Our network modules reproduce the golden vectors of tests/fixtures (1e-4 relative),
 proving that they load the original checkpoints' tensors correctly."""
 
 from __future__ import annotations
@@ -8,12 +8,6 @@ import torch
 
 from tests.golden_rules import FIXTURES, original_state_dict
 
-import os
-
-# Outside CI a clone without ../shared skips these; in CI (CI=true) a missing folder fails them.
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.exists() and not os.environ.get("CI"), reason=f"golden fixtures not found at {FIXTURES}"
-)
 RULES = [("sin", "golden.pt"), ("hash", "golden_hashrule.pt")]
 
 
@@ -23,7 +17,7 @@ def relative_error(y: torch.Tensor, golden: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("rule, filename", RULES)
 def test_ddpm_pesser_converter_reproduces_golden(rule: str, filename: str) -> None:
-    from bench.nets.ddpm_unet import load_pesser_checkpoint
+    from bench.zoo.nets.ddpm_unet import load_pesser_checkpoint
 
     folder = "ddpm_pesser_cifar10"
     golden = torch.load(FIXTURES / folder / filename, weights_only=True)
@@ -40,7 +34,7 @@ def test_ddpm_pesser_converter_reproduces_golden(rule: str, filename: str) -> No
 
 @pytest.mark.parametrize("rule, filename", RULES)
 def test_ncsnpp_reproduces_golden(rule: str, filename: str) -> None:
-    from bench.nets.ncsnpp import NCSNpp
+    from bench.zoo.nets.ncsnpp import NCSNpp
 
     folder = "ncsnpp_ddpmpp_deep_cifar10"
     golden = torch.load(FIXTURES / folder / filename, weights_only=True)
@@ -58,7 +52,7 @@ def test_ncsnpp_parameter_order_matches_the_original() -> None:
     """score_sde keeps EMA weights as a list in parameters() order: ours must be the same."""
     import csv
 
-    from bench.nets.ncsnpp import NCSNpp
+    from bench.zoo.nets.ncsnpp import NCSNpp
 
     with open(FIXTURES / "ncsnpp_ddpmpp_deep_cifar10" / "parameters.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -69,7 +63,7 @@ def test_ncsnpp_parameter_order_matches_the_original() -> None:
 
 @pytest.mark.parametrize("rule, filename", RULES)
 def test_edm_songunet_reproduces_golden(rule: str, filename: str) -> None:
-    from bench.nets.songunet import EDMPrecond
+    from bench.zoo.nets.songunet import EDMPrecond
 
     folder = "edm_songunet_cifar10_vp"
     golden = torch.load(FIXTURES / folder / filename, weights_only=True)
@@ -88,7 +82,7 @@ def test_edm_songunet_reproduces_golden(rule: str, filename: str) -> None:
 
 def test_pesser_file_converter_reproduces_golden(tmp_path) -> None:
     """The file-level converter (torch.load weights_only) on a state_dict saved in pesser's names."""
-    from bench.zoo import load_pesser_ddpm
+    from bench.zoo.converters import load_pesser_ddpm
 
     folder = "ddpm_pesser_cifar10"
     golden = torch.load(FIXTURES / folder / "golden.pt", weights_only=True)

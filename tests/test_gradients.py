@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.defense import DEFENSES
-from bench.noise import NoiseSource
+from bench.core.defense import DEFENSES
+from bench.core.noise import NoiseSource
 from tests.conftest import make_target, tiny_model
 
 PURIFIERS = [name for name in DEFENSES.names() if name != "none"]

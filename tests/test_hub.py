@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench import hub
-from bench.errors import MissingAssetError
+from bench.zoo import hub
+from bench.core.errors import MissingAssetError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -110,7 +110,7 @@ def test_offline_mode_names_the_file_to_place(registered, monkeypatch, tmp_path)
 
 
 def test_unknown_model_file_name() -> None:
-    from bench.errors import UnknownNameError
+    from bench.core.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="Did you mean 'edm-cifar10-uncond-vp'"):
         hub.fetch("edm-cifar10-uncond")

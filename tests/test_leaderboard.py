@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
-from bench.leaderboard import build_site, paper_url
-from bench.perf import write_synthetic_records
-from bench.records import RecordError, load_record_file, validate_paths, validate_record
-from bench.runner import RunRequest, execute_run, start_run
-from bench.store import Run, open_store
+from bench.core.errors import BenchError
+from bench.publish.leaderboard import build_site, paper_url
+from bench.harness.perf import write_synthetic_records
+from bench.publish.records import RecordError, load_record_file, validate_paths, validate_record
+from bench.harness.runner import RunRequest, execute_run, start_run
+from bench.harness.store import Run, open_store
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def exported(tmp_path_factory) -> tuple[Path, list[Path]]:
     """Two real toy runs (pgd_eot white and dw_both) exported as records."""
     from sqlalchemy.orm import Session
 
-    from bench.records import export_run
+    from bench.publish.records import export_run
 
     root = tmp_path_factory.mktemp("lb")
     engine = open_store(f"sqlite:///{root / 'runs.db'}")
@@ -65,7 +65,7 @@ def _mutate(path: Path, change) -> dict:  # noqa: ANN001
 def test_malformed_records_fail_with_file_field_and_problem(exported, change, message) -> None:
     _, paths = exported
     data = _mutate(paths[0], change)
-    from bench.records import registry_names
+    from bench.publish.records import registry_names
 
     with pytest.raises(RecordError) as err:
         validate_record(data, paths[0], *registry_names())
@@ -122,8 +122,8 @@ def test_default_options_stored_as_json_lists_do_not_rename_the_attack() -> None
     default AutoAttack stays plain ``aa_rand_fixed``; a real change is named."""
     import dataclasses
 
-    from bench.attack import ATTACKS
-    from bench.records import _non_default
+    from bench.core.attack import ATTACKS
+    from bench.publish.records import _non_default
 
     defaults = dataclasses.asdict(ATTACKS.get("aa_rand_fixed").config_cls())
     stored = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}

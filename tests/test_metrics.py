@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.metrics import majority_vote, summarize, wilson_interval
+from bench.core.metrics import majority_vote, summarize, wilson_interval
 
 
 def test_wilson_matches_reference_values() -> None:

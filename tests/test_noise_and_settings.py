@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError, UnknownNameError
-from bench.noise import NoiseSource, StreamSpec, derive_seed
-from bench.settings import KNOWN, parse_setting
+from bench.core.errors import ConfigError, UnknownNameError
+from bench.core.noise import NoiseSource, StreamSpec, derive_seed
+from bench.core.settings import KNOWN, parse_setting
 
 SPEC = {"forward": StreamSpec(1, (1, 2, 2)), "reverse": StreamSpec(3, (1, 2, 2))}
 

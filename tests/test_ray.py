@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from bench.runner import RunRequest, start_run
-from bench.store import open_store
+from bench.harness.runner import RunRequest, start_run
+from bench.harness.store import open_store
 from tests.scale_helpers import TINY, per_sample, uninterrupted_results
 
 if os.environ.get("CI"):
@@ -30,7 +30,7 @@ def ray_local():
 
 
 def test_ray_shards_match_the_local_executor(ray_local, tmp_path, reference) -> None:
-    from bench.executors import execute_run_ray
+    from bench.harness.executors import execute_run_ray
 
     url = f"sqlite:///{tmp_path / 'ray.sqlite'}"
     engine = open_store(url)
@@ -40,7 +40,7 @@ def test_ray_shards_match_the_local_executor(ray_local, tmp_path, reference) -> 
 
 
 def test_a_dying_ray_worker_is_retried_without_duplicate_rows(ray_local, tmp_path, reference) -> None:
-    from bench.executors import execute_run_ray
+    from bench.harness.executors import execute_run_ray
 
     url = f"sqlite:///{tmp_path / 'ray-death.sqlite'}"
     engine = open_store(url)

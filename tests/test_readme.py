@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from bench.defense import DEFENSES
-from bench.noise import NoiseSource
+from bench.core.defense import DEFENSES
+from bench.core.noise import NoiseSource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,9 +1,9 @@
 import pytest
 
-from bench.attack import ATTACKS
-from bench.defense import DEFENSES
-from bench.errors import UnknownNameError
-from bench.registry import Registry
+from bench.core.attack import ATTACKS
+from bench.core.defense import DEFENSES
+from bench.core.errors import UnknownNameError
+from bench.core.registry import Registry
 
 
 def test_unknown_name_suggests_and_lists_valid_names() -> None:

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bench.runner import RunRequest, execute_run, start_run
-from bench.store import Run, SampleResult, open_store
+from bench.harness.runner import RunRequest, execute_run, start_run
+from bench.harness.store import Run, SampleResult, open_store
 from tests.scale_helpers import TINY, LocalPostgres, per_sample, uninterrupted_results, write_runs
 
 
@@ -36,7 +36,7 @@ def store_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'store.sqlite'}"
     from sqlalchemy import text
 
-    from bench.store import Base
+    from bench.harness.store import Base
 
     url = request.getfixturevalue("postgres_url")
     engine = open_store(url)
@@ -57,7 +57,7 @@ def test_store_round_trip_and_resume_identity(store_url, reference) -> None:
     run_id, parts = start_run(engine, RunRequest(**TINY))
     with Session(engine) as session:
         assert session.get(Run, run_id).status == "running"
-    from bench.runner import execute_shard
+    from bench.harness.runner import execute_shard
 
     execute_shard(engine, run_id, [0, 4])  # as if a crash happened after two batches
     execute_run(engine, run_id)  # resume
@@ -86,7 +86,7 @@ def test_sigkill_mid_run_then_resume_is_identical(tmp_path) -> None:
                                       attack_options={"steps": 4, "eot": 4})
 
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
-    command = [sys.executable, "-m", "bench.cli", "run", "--defense", "dp_ddim", "--defense-opt", "nfe=20",
+    command = [sys.executable, "-m", "bench.cli.main", "run", "--defense", "dp_ddim", "--defense-opt", "nfe=20",
                "--attack", "pgd_eot", "--steps", "4", "--eot", "4", "--n-samples", "12", "--batch-size", "2",
                "--draws", "2", "--seed", "5", "--db", url]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -103,14 +103,14 @@ def test_sigkill_mid_run_then_resume_is_identical(tmp_path) -> None:
         run = session.scalars(select(Run)).one()
         partial = session.scalar(select(func.count()).select_from(SampleResult))
     assert run.status == "running" and 2 <= partial < 12, (run.status, partial)
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "resume", run.id, "--db", url],
+    result = subprocess.run([sys.executable, "-m", "bench.cli.main", "resume", run.id, "--db", url],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert per_sample(engine, run.id) == reference
 
 
 def test_grid_skips_completed_runs(tmp_path) -> None:
-    from bench.grid import run_grid
+    from bench.harness.grid import run_grid
 
     engine = open_store(f"sqlite:///{tmp_path / 'grid.sqlite'}")
     base = RunRequest(defense="dp_ddim", attack="pgd_eot", n_samples=4, batch_size=2, eval_draws=1,
@@ -119,7 +119,7 @@ def test_grid_skips_completed_runs(tmp_path) -> None:
     assert [c.action for c in first] == ["started"] * 4
     second = run_grid(engine, base, ["dp_ddim", "dp_ddpm"], ["pgd_eot"], ["white", "dw_both"])
     assert [c.action for c in second] == ["skipped"] * 4 and [c.run_id for c in second] == [c.run_id for c in first]
-    from bench.runner import execute_shard
+    from bench.harness.runner import execute_shard
 
     partial_id, _ = start_run(engine, dataclasses.replace(base, seed=9))
     execute_shard(engine, partial_id, [0])  # half done, as after a crash

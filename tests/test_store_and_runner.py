@@ -8,11 +8,11 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench.defense import DEFENSES
-from bench.diffusion import TruncatedDiffusionConfig
-from bench.errors import ConfigError, NonFiniteOutputError, StoreError
-from bench.runner import RunRequest, create_run, execute_run
-from bench.store import Run, SampleResult, open_store
+from bench.core.defense import DEFENSES
+from defenses.ddpm_purifier import TruncatedDiffusionConfig
+from bench.core.errors import ConfigError, NonFiniteOutputError, StoreError
+from bench.harness.runner import RunRequest, create_run, execute_run
+from bench.harness.store import Run, SampleResult, open_store
 
 SMALL = dict(n_samples=6, batch_size=2, eval_draws=3, defense_options={"nfe": "5"}, attack_options={"steps": 2, "eot": 2})
 
@@ -124,7 +124,7 @@ def nan_defense():
 
 
 def test_nan_purification_stops_the_run_and_names_the_sample(tmp_path: Path, nan_defense: None) -> None:
-    from bench.data import load_test_split
+    from bench.zoo.datasets import load_test_split
 
     pixel_sum = float(load_test_split("toy").images[3].sum())
     engine = open_store(str(tmp_path / "r.sqlite"))

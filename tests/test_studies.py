@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy.orm import Session
 
-from bench.store import Run, Study, open_store
-from bench.studies import STUDIES, StudyRequest, run_study
-from bench.svg import Series, line_chart
+from bench.harness.store import Run, Study, open_store
+from bench.harness.studies import STUDIES, StudyRequest, run_study
+from bench.publish.svg import Series, line_chart
 
 TINY = {"eot": ["1", "2"], "nfe": ["5", "10"], "settings": ["white", "dw_both"]}
 

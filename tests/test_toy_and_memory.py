@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.errors import ConfigError, MissingAssetError
-from bench.memory import parse_bytes, plan_gradient, saved_bytes_per_sample
-from bench.toy import ASSETS, ToyTrainConfig, load_toy_classifier, load_toy_unet, train_classifier, train_unet
+from bench.core.errors import ConfigError, MissingAssetError
+from bench.core.memory import parse_bytes, plan_gradient, saved_bytes_per_sample
+from bench.training.toy import ToyTrainConfig, train_classifier, train_unet
+from bench.zoo.toy import ASSETS, load_toy_classifier, load_toy_unet
 from tests.conftest import tiny_model
 
 
@@ -70,11 +71,11 @@ def test_auto_policy_checkpoints_only_over_budget() -> None:
 def test_every_parameter_of_a_fresh_toy_denoiser_gets_a_gradient(kind: str) -> None:
     """A freshly initialised network must be trainable end to end (a zero-initialised output
     layer once blocked every gradient of the toy EDM but its last bias)."""
-    from bench.toy import DENOISERS
+    from bench.families import FAMILIES
+    from bench.zoo.toy import TOY_MAKERS
 
-    make, loss_fn, _ = DENOISERS[kind]
     torch.manual_seed(0)
-    model = make().train()
-    loss_fn(model, torch.rand(8, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0)).backward()
+    model = TOY_MAKERS[kind]().train()
+    FAMILIES[kind]().clean_loss(model, torch.rand(8, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0)).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 0]
     assert not dead, f"{kind}: no gradient reaches {dead[:5]}"

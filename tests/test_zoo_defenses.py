@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.defense import DEFENSES
+from bench.core.defense import DEFENSES
 from defenses.diffpure import DiffPureConfig
 from defenses.dp_edm import DPEDMConfig, DPEDMODEConfig
 from defenses.gdmp import GDMP, GDMPConfig, ssim_per_sample
@@ -28,9 +28,9 @@ def test_diffpure_grid_and_forward_noise_level() -> None:
     assert grid[-2] - grid[-1] == pytest.approx(0.00099)
     # DiffPure's discrete ᾱ[99] (0.897) is close to the continuous VP value ᾱ(0.1) = 0.896
     continuous = math.exp(-0.5 * 0.1**2 * 19.9 - 0.1 * 0.1)
-    assert cfg.forward_alpha_bar() == pytest.approx(continuous, abs=2e-3)
-    assert cfg.forward_alpha_bar() == pytest.approx(float(torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[99]))
-    assert DiffPureConfig(t_star=0.075).forward_alpha_bar() == pytest.approx(0.939, abs=2e-3)
+    assert cfg.schedule.discrete_alpha_bar(cfg.t_star) == pytest.approx(continuous, abs=2e-3)
+    assert cfg.schedule.discrete_alpha_bar(cfg.t_star) == pytest.approx(float(torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[99]))
+    assert DiffPureConfig(t_star=0.075).schedule.discrete_alpha_bar(0.075) == pytest.approx(0.939, abs=2e-3)
     assert DEFENSES.get("diffpure_pc").for_testing(cfg).network_calls == 200
 
 
@@ -68,7 +68,7 @@ def test_gdmp_votes(vote: str) -> None:
 
 
 def test_gdmp_bad_options() -> None:
-    from bench.errors import ConfigError
+    from bench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="guidance='l1' is not one of 'mse', 'ssim', 'none'"):
         GDMPConfig(guidance="l1")

@@ -17,9 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench import hub, zoo
-from bench.errors import MissingAssetError
-from bench.nets.safe_pickle import UnsafePickleError, load_edm_network_tensors
+from bench.zoo import converters as zoo
+from bench.zoo import hub
+from bench.core.errors import MissingAssetError
+from bench.zoo.nets.safe_pickle import UnsafePickleError, load_edm_network_tensors
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -55,13 +56,13 @@ def _persistence_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 def write_edm_pickle(path: Path, network: nn.Module, monkeypatch: pytest.MonkeyPatch, module_src: str) -> None:
     """EDM format: dict(ema=..., loss_fn=..., augment_pipe=None, dataset_kwargs=...); every
-    EDM class (ours, from bench.nets.songunet) is reduced to the persistent-object form with
+    EDM class (ours, from bench.zoo.nets.songunet) is reduced to the persistent-object form with
     ``module_src`` embedded; torch.nn containers pickle normally."""
     persistence = _persistence_module(monkeypatch)
 
     class EDMPickler(pickle.Pickler):
         def reducer_override(self, obj):  # noqa: ANN001
-            if isinstance(obj, nn.Module) and type(obj).__module__ == "bench.nets.songunet":
+            if isinstance(obj, nn.Module) and type(obj).__module__ == "bench.zoo.nets.songunet":
                 # EDM modules keep plain values in __dict__; ours also keep a config dataclass
                 state = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in obj.__dict__.items()}
                 meta = dict(type="class", version=6, module_src=module_src, class_name=type(obj).__name__, state=state)
@@ -74,7 +75,7 @@ def write_edm_pickle(path: Path, network: nn.Module, monkeypatch: pytest.MonkeyP
 
 
 def test_edm_pickle_loads_without_running_its_code(tmp_path, monkeypatch) -> None:
-    from bench.nets.songunet import EDMPrecond, SongUNetConfig
+    from bench.zoo.nets.songunet import EDMPrecond, SongUNetConfig
 
     marker = tmp_path / "pwned"
     network = _randomize(EDMPrecond(SongUNetConfig(img_resolution=8, channels=1, augment_dim=0, model_channels=8,
@@ -90,7 +91,7 @@ def test_edm_pickle_loads_without_running_its_code(tmp_path, monkeypatch) -> Non
 
 
 def test_edm_converter_loads_the_full_size_network(tmp_path, monkeypatch) -> None:
-    from bench.nets.songunet import EDMPrecond
+    from bench.zoo.nets.songunet import EDMPrecond
 
     network = _randomize(EDMPrecond())
     path = tmp_path / "edm-cifar10-32x32-uncond-vp.pkl"
@@ -124,19 +125,19 @@ def test_edm_loader_rejects_a_file_without_the_network(tmp_path) -> None:
 def test_google_ddpm_safetensors_round_trip_and_mismatch(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from bench.nets.ddpm_unet import ddpm_cifar10_unet
+    from bench.zoo.nets.ddpm_unet import ddpm_cifar10_unet
 
     network = _randomize(ddpm_cifar10_unet())
     path = tmp_path / "diffusion_pytorch_model.safetensors"
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
     assert _same_weights(zoo.load_google_ddpm(path), network)
-    toy = Path(__file__).resolve().parents[1] / "bench" / "toy_assets" / "toy_unet.safetensors"
+    toy = Path(__file__).resolve().parents[1] / "bench" / "zoo" / "toy_assets" / "toy_unet.safetensors"
     with pytest.raises(MissingAssetError, match="does not match UNet2DModel"):
         zoo.load_google_ddpm(toy)
 
 
 def test_score_sde_checkpoint_round_trip(tmp_path) -> None:
-    from bench.nets.ncsnpp import NCSNpp
+    from bench.zoo.nets.ncsnpp import NCSNpp
 
     network = _randomize(NCSNpp())
     shadow = [p.detach().clone() for p in network.parameters()]
@@ -245,7 +246,7 @@ def test_every_registry_entry_has_a_source_and_a_converter() -> None:
 
 
 def test_a_file_without_a_public_source_says_how_to_make_it(monkeypatch, tmp_path) -> None:
-    from bench.defense import DEFENSES
+    from bench.core.defense import DEFENSES
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     cls = DEFENSES.get("dp_ddpm_addt")
@@ -255,7 +256,7 @@ def test_a_file_without_a_public_source_says_how_to_make_it(monkeypatch, tmp_pat
 
 @pytest.mark.parametrize("defense", ["dp_ddpm", "dp_ddim", "diffpure", "diffpure_pc", "gdmp", "dp_edm", "dp_edm_ode"])
 def test_cifar10_defenses_resolve_their_checkpoint_offline(defense, monkeypatch, tmp_path) -> None:
-    from bench.defense import DEFENSES
+    from bench.core.defense import DEFENSES
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("BENCH_OFFLINE", "1")

@@ -1,0 +1,1 @@
+"""The ``bench`` command line (entry point :func:`bench.cli.main.main`)."""

@@ -1,0 +1,126 @@
+"""``bench addt train``: fine-tune a backbone with ADDT and write checkpoints / the final EMA model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+# the clean model each backbone fine-tunes from, per dataset (model-file names, bench/zoo/hub.py)
+BASE_FILES = {"ddpm": {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"},
+              "vp": {"toy": "toy-vp", "cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"},
+              "edm": {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp"}}
+# The toy suite's own scale: 9 batches of 128 per epoch, so a faster EMA than CIFAR's 0.9999.
+TOY_DEFAULTS = {"batch_size": 128, "epochs": 40, "ema_decay": 0.99, "checkpoint_every": 100}
+
+
+def add_parsers(sub: Any) -> None:
+    addt = sub.add_parser("addt", help="ADDT fine-tuning (RBGM + CGPO)")
+    addt_sub = addt.add_subparsers(dest="addt_command", required=True)
+    train = addt_sub.add_parser("train", help="fine-tune a diffusion backbone with ADDT")
+    train.add_argument("--backbone", required=True, choices=["ddpm", "vp", "edm"],
+                       help="ddpm (dp_ddpm/dp_ddim), vp (diffpure), edm (dp_edm)")
+    train.add_argument("--dataset", default="toy", help="toy | cifar10 (default: toy)")
+    train.add_argument("--classifier", help="guidance classifier spec (default: the dataset's)")
+    train.add_argument("--variant", default="rbgm", choices=["rbgm", "linf"], help="rbgm (ADDT) or linf (ADDT_linf)")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("lambda-unit", float),
+                       ("lambda-max", float), ("cgpo-iterations", int), ("checkpoint-every", int), ("seed", int)):
+        train.add_argument(f"--{name}", type=kind, help="default: the paper's (toy: its own scale)")
+    train.add_argument("--out", help="checkpoint folder (default runs/addt-<backbone>-<dataset>)")
+    train.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
+    train.add_argument("--toy-assets", action="store_true", help="also install the result as the committed toy ADDT model")
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(func=run_train)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from bench.training.addt import ADDTConfig
+
+    values: dict[str, Any] = dict(TOY_DEFAULTS) if args.dataset == "toy" else {}
+    for field in ("epochs", "batch_size", "lr", "ema_decay", "lambda_unit", "lambda_max", "cgpo_iterations",
+                  "checkpoint_every", "seed"):
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    return ADDTConfig.linf(**values) if args.variant == "linf" else ADDTConfig(**values)
+
+
+def _base_model(backbone: str, dataset: str) -> Any:
+    from bench.core.errors import ConfigError
+    from bench.zoo.hub import load_model
+
+    files = BASE_FILES[backbone]
+    if dataset not in files:
+        raise ConfigError(f"no public {dataset} base model for {backbone} (have: {', '.join(files)}); "
+                          "ADDT fine-tunes from a clean model")
+    return load_model(files[dataset])
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from bench.core.provenance import collect_provenance
+    from bench.training.addt import train
+    from bench.zoo.classifiers import default_classifier, load_classifier
+    from bench.zoo.datasets import load_train_split
+
+    cfg = _config(args)
+    classifier_spec = args.classifier or default_classifier(args.dataset)
+    out = Path(args.out or f"runs/addt-{args.backbone}-{args.dataset}")
+    model = _base_model(args.backbone, args.dataset)
+    classifier = load_classifier(args.dataset, classifier_spec)
+    split = load_train_split(args.dataset)
+    provenance = collect_provenance(__import__("torch").device(args.device))
+    metadata = {"base_model": BASE_FILES[args.backbone].get(args.dataset, ""),
+                "classifier": classifier_spec, "dataset": args.dataset, "train_images": len(split),
+                "git_commit": provenance["git_commit"], "packages": provenance["packages"]}
+    bar = tqdm(desc=f"ADDT {args.backbone}", unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.refresh()
+
+    result = train(args.backbone, model, classifier, split.images * 2 - 1, split.labels, cfg, out, metadata,
+                   resume=not args.no_resume, progress=progress, device=args.device)
+    bar.close()
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 writes the final model
+    final = out / "final.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(final), metadata={"backbone": args.backbone, "variant": cfg.variant})
+    summary = {**metadata, "config": cfg.__dict__, "steps": result.steps, "seconds": round(result.seconds, 1),
+               "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+               "final_loss_mean_last_50": sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)}
+    (out / "final.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"ADDT {args.backbone} on {args.dataset}: {result.steps} steps, {result.seconds_per_epoch:.1f} s/epoch; "
+          f"EMA model: {final}")
+    if args.toy_assets:
+        if args.dataset != "toy":
+            from bench.core.errors import ConfigError
+
+            raise ConfigError("--toy-assets only applies to --dataset toy")
+        _install_toy(args.backbone, final, summary)
+    return 0
+
+
+def _install_toy(backbone: str, final: Path, summary: dict[str, Any]) -> None:
+    from bench.zoo.toy import ASSETS, TOY_ADDT_NAMES, sha256_file
+
+    name = TOY_ADDT_NAMES[backbone]
+    target = ASSETS / f"{name}.safetensors"
+    shutil.copyfile(final, target)
+    manifest_path = ASSETS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+    manifest.setdefault("models", {})[f"{backbone}_addt"] = {
+        "file": target.name, "train_seconds": summary["seconds"], "seconds_per_epoch": summary["seconds_per_epoch"],
+        "addt_config": summary["config"], "base_model": summary["base_model"], "classifier": summary["classifier"]}
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"installed {target} (manifest updated)")

@@ -1,0 +1,44 @@
+"""`bench perf`: cost ratios, memory and the site build, measured in one run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.harness.perf import run_perf
+
+    if args.leaderboard:
+        from bench.harness.perf import measure_leaderboard_build
+
+        print(measure_leaderboard_build(args.leaderboard))
+        return 0
+    if args.attack_cost:
+        from bench.core.config import parse_overrides
+        from bench.harness.perf import measure_attack_cost
+
+        print(measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
+                                  parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
+        return 0
+
+    print(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    perf = sub.add_parser("perf", help="measure gradient cost, checkpoint memory and EoT batching")
+    perf.add_argument("--model", action="append", choices=["toy", "cifar10-ddpm"],
+                      help="UNet(s) to measure (default: both)")
+    perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
+    perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
+    perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
+    perf.add_argument("--leaderboard", type=int, metavar="N", help="instead: time the site build on N synthetic records")
+    perf.add_argument("--attack-cost", metavar="DEFENSE",
+                      help="instead: time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")
+    perf.add_argument("--n-samples", type=int, default=16, help="images for --attack-cost (default 16)")
+    perf.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="defense option for --attack-cost")
+    perf.add_argument("--aa-opt", action="append", metavar="KEY=VALUE",
+                      help="AutoAttack option for --attack-cost (e.g. n_iter=100, eot=20)")
+    perf.add_argument("--db", help="store the --attack-cost runs here (default: in memory)")
+    perf.set_defaults(func=_cmd_perf)

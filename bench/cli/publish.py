@@ -1,0 +1,74 @@
+"""`bench export`, `bench validate`, `bench leaderboard build`: records and the site."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench.core.errors import BenchError
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bench.harness.store import Run, get_run, open_store
+    from bench.publish.records import export_run
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        if args.all:
+            runs = list(session.scalars(select(Run).where(Run.status == "complete").order_by(Run.created_at)))
+        elif args.run_ids:
+            runs = [get_run(session, run_id) for run_id in args.run_ids]
+        else:
+            raise BenchError("name one or more run ids, or pass --all")
+        for run in runs:
+            print(export_run(run, Path(args.out)))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.publish.records import validate_paths
+
+    records, errors = validate_paths([Path(p) for p in args.paths])
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(records)} valid record(s), {len(errors)} invalid", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.publish.leaderboard import build_site
+
+    summary = build_site(Path(args.records), Path(args.out))
+    print(f"built {summary['out']}: {summary['records']} records, {summary['entries']} entries, "
+          f"{summary['tables']} tables in {summary['seconds']:.2f} s; open {summary['out']}/index.html")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    export = sub.add_parser("export", help="write runs as JSON records under results/ (the leaderboard's source)")
+    export.add_argument("run_ids", nargs="*", help="run ids (or unique prefixes)")
+    export.add_argument("--all", action="store_true", help="export every complete run")
+    export.add_argument("--out", default="results", help="records root (default results/)")
+    export.add_argument("--db")
+    export.set_defaults(func=_cmd_export)
+
+    validate = sub.add_parser("validate", help="check record files against the schema")
+    validate.add_argument("paths", nargs="+", help="record files or folders")
+    validate.set_defaults(func=_cmd_validate)
+
+    leaderboard = sub.add_parser("leaderboard", help="the static leaderboard site")
+    lb_sub = leaderboard.add_subparsers(dest="leaderboard_command", required=True)
+    build = lb_sub.add_parser("build", help="validate the records and render the site")
+    build.add_argument("--records", default="results", help="records root (default results/)")
+    build.add_argument("--out", default="leaderboard/site", help="output folder (default leaderboard/site)")
+    build.set_defaults(func=_cmd_leaderboard)

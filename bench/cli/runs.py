@@ -1,0 +1,240 @@
+"""`bench run`, `bench resume`, `bench grid`, `bench results`: evaluations and the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from bench.cli.common import db_url, executor_flags, progress_bar
+from bench.core.errors import BenchError
+
+EPILOG_RUN = """examples:
+  bench run --defense dp_ddpm --attack pgd_eot                    # toy suite, 64 images, PGD20-EoT10
+  bench run --defense dp_ddim --attack pgd_eot --setting dw_fwd --defense-opt nfe=10
+  bench run --defense dp_ddpm --attack pgd_eot --norm l2 --eps 1.0 --n-samples 16 --db sqlite:///my.sqlite
+"""
+
+
+def _finish(engine: Any, run_id: str, parts: Any = None, executor: str = "local", db: str | None = None,
+            address: str | None = None) -> int:
+    from sqlalchemy.orm import Session
+
+    from bench.harness.executors import execute
+    from bench.harness.store import get_run
+
+    try:
+        execute(engine, run_id, executor, db_url=db_url(db), address=address,
+                progress=progress_bar(f"run {run_id}"), parts=parts)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {run_id}", file=sys.stderr)
+        return 130
+    except BenchError as err:
+        print(f"bench: error: {err}\nrun {run_id} is marked failed; see `bench results --all`.", file=sys.stderr)
+        return 1
+    with Session(engine) as session:
+        print(_format_summary(get_run(session, run_id)))
+    return 0
+
+
+def _format_summary(run: Any) -> str:
+    metrics = run.metrics
+    draws = metrics["draws"]
+    lines = [
+        f"run {run.id}: {run.defense} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
+        f"on {run.dataset}, n={metrics['n']} samples x {draws} noise draws, NFE {run.nfe}, "
+        f"{run.wall_seconds:.1f}s",
+        f"{'accuracy':<16}{'clean [95% CI]':<26}{'robust [95% CI]':<26}",
+    ]
+    for key, label in (("expected", "expected"), ("worst", f"worst-of-{draws}"), ("majority", "majority vote")):
+        cells = []
+        for part in ("clean", "robust"):
+            m = metrics[part][key]
+            cells.append(f"{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]")
+        lines.append(f"{label:<16}{cells[0]:<26}{cells[1]:<26}")
+    if "attack_reported" in metrics:
+        m = metrics["attack_reported"]
+        lines.append(f"{'attack says':<16}{'':<26}{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+                     "  (the attack's own verdict; the rows above are the harness's evaluation)")
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.core.config import parse_overrides
+    from bench.harness.runner import RunRequest, start_run
+    from bench.harness.store import open_store
+
+    request = RunRequest(
+        defense=args.defense, attack=args.attack, setting=args.setting, norm=args.norm, eps=args.eps,
+        step_size=args.step_size, dataset=args.dataset, classifier=args.classifier, n_samples=args.n_samples, start_index=args.start_index,
+        seed=args.seed, eval_draws=args.draws, batch_size=args.batch_size,
+        defense_options=parse_overrides(args.defense_opt), attack_options=_attack_options(args),
+        device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
+    )
+    engine = open_store(args.db)
+    run_id, parts = start_run(engine, request)
+    print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
+    return _finish(engine, run_id, parts if args.executor == "local" else None, executor=args.executor, db=args.db,
+                   address=args.address)
+
+
+def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.core.config import parse_overrides
+
+    options: dict[str, Any] = parse_overrides(args.attack_opt)
+    for key in ("steps", "eot"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.random_start:
+        options["random_start"] = True
+    return options
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from bench.harness.store import get_run, open_store
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        run_id = get_run(session, args.run_id).id  # an unknown id stops here, before anything is touched
+    return _finish(engine, run_id, executor=args.executor, db=args.db, address=args.address)
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bench.core.config import parse_overrides
+    from bench.harness.grid import run_grid
+    from bench.harness.runner import RunRequest
+    from bench.harness.store import open_store
+
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    base = RunRequest(
+        defense="none", attack="pgd_eot", norm=args.norm, eps=args.eps, dataset=args.dataset,
+        classifier=args.classifier, n_samples=args.n_samples, seed=args.seed, eval_draws=args.draws,
+        batch_size=args.batch_size, defense_options=parse_overrides(args.defense_opt),
+        attack_options=parse_overrides(args.attack_opt), device=args.device,
+    )
+    engine = open_store(args.db)
+    cells = run_grid(engine, base, split(args.defenses), split(args.attacks), split(args.settings),
+                     executor=args.executor, db_url=db_url(args.db), address=args.address,
+                     progress=progress_bar("grid"))
+    rows = []
+    for cell in cells:
+        metrics = cell.metrics or {}
+        clean, robust = metrics.get("clean", {}).get("expected", {}), metrics.get("robust", {}).get("expected", {})
+        rows.append({"defense": cell.request.defense, "attack": cell.request.attack, "setting": cell.request.setting,
+                     "run_id": cell.run_id, "action": cell.action, "clean": clean.get("acc"),
+                     "robust": robust.get("acc"), "robust_ci": f"[{robust.get('ci_low', 0):.3f}, {robust.get('ci_high', 0):.3f}]"})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+RESULT_COLUMNS = [
+    "run_id", "status", "defense", "attack", "setting", "norm", "eps", "dataset", "n_samples", "draws", "nfe",
+    "clean_acc", "clean_ci_low", "clean_ci_high", "robust_acc", "robust_ci_low", "robust_ci_high",
+    "robust_worst", "robust_majority", "seed", "wall_seconds", "device", "git_commit", "created_at",
+]
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bench.harness.store import Run, open_store
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        query = select(Run).order_by(Run.created_at)
+        if not args.all:
+            query = query.where(Run.status == "complete")
+        rows = []
+        for run in session.scalars(query):
+            robust = (run.metrics or {}).get("robust", {})
+            rows.append({
+                "run_id": run.id, "status": run.status, "defense": run.defense, "attack": run.attack,
+                "setting": run.setting, "norm": run.norm, "eps": run.eps, "dataset": run.dataset,
+                "n_samples": run.n_samples, "draws": run.eval_draws, "nfe": run.nfe,
+                "clean_acc": run.clean_acc, "clean_ci_low": run.clean_ci_low, "clean_ci_high": run.clean_ci_high,
+                "robust_acc": run.robust_acc, "robust_ci_low": run.robust_ci_low, "robust_ci_high": run.robust_ci_high,
+                "robust_worst": robust.get("worst", {}).get("acc"), "robust_majority": robust.get("majority", {}).get("acc"),
+                "seed": run.seed, "wall_seconds": round(run.wall_seconds, 2), "device": run.device,
+                "git_commit": run.git_commit, "created_at": run.created_at.isoformat(timespec="seconds"),
+            })
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if args.format == "json":
+        print(json.dumps(json.loads(frame.to_json(orient="records")), indent=2))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif frame.empty:
+        print("no runs stored yet" + ("" if args.all else " (use --all to include unfinished runs)"))
+    else:
+        shown = frame[["run_id", "status", "defense", "attack", "setting", "norm", "eps", "dataset", "n_samples",
+                       "clean_acc", "robust_acc", "robust_ci_low", "robust_ci_high", "wall_seconds"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
+                         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--defense", required=True, help="defense name (see `bench ls defenses`)")
+    run.add_argument("--attack", required=True, help="attack name (see `bench ls attacks`)")
+    run.add_argument("--setting", default="white", help="white | dw_fwd | dw_both | dw_semi:K (default: white)")
+    run.add_argument("--norm", default="linf", help="linf | l2 (default: linf)")
+    run.add_argument("--eps", type=float, help="perturbation budget (default: the dataset's, e.g. 8/255 on CIFAR)")
+    run.add_argument("--step-size", type=float, help="attack step size (default: the dataset's, scaled with --eps)")
+    run.add_argument("--steps", type=int, help="attack iterations (pgd_eot default 20)")
+    run.add_argument("--eot", type=int, help="EoT samples per step (pgd_eot default 10)")
+    run.add_argument("--random-start", action="store_true", help="start PGD from a random point in the ball")
+    run.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
+    run.add_argument("--classifier", help="toy | robustbench:NAME | wrn-28-10:PATH (default: toy for toy, "
+                     "robustbench:Standard for cifar10)")
+    run.add_argument("--n-samples", type=int, default=64, help="number of test images, from --start-index (default 64)")
+    run.add_argument("--start-index", type=int, default=0, help="first test index (default 0)")
+    run.add_argument("--seed", type=int, default=0, help="run seed: determines every noise draw (default 0)")
+    run.add_argument("--draws", type=int, default=10, help="final-evaluation noise draws K per input (default 10)")
+    run.add_argument("--batch-size", type=int, default=64, help="images per batch (results do not depend on it)")
+    run.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="defense option, e.g. nfe=10")
+    run.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="attack option, e.g. random_start=true")
+    run.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    run.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 (default float32)")
+    run.add_argument("--checkpoint", default="auto", help="never | always | auto (default auto: when over budget)")
+    run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory, half the RAM on CPU)")
+    run.add_argument("--db", help="SQLAlchemy URL or SQLite file (default results/bench.sqlite; $BENCH_DB)")
+    executor_flags(run)
+    run.set_defaults(func=_cmd_run)
+
+    resume = sub.add_parser("resume", help="finish an interrupted run")
+    resume.add_argument("run_id")
+    resume.add_argument("--db")
+    executor_flags(resume)
+    resume.set_defaults(func=_cmd_resume)
+
+    grid = sub.add_parser("grid", help="run defenses x attacks x settings, skipping runs already complete")
+    grid.add_argument("--defenses", required=True, help="comma-separated defense names")
+    grid.add_argument("--attacks", default="pgd_eot", help="comma-separated attack names (default pgd_eot)")
+    grid.add_argument("--settings", default="white", help="comma-separated settings (default white)")
+    grid.add_argument("--norm", default="linf")
+    grid.add_argument("--eps", type=float)
+    grid.add_argument("--dataset", default="toy")
+    grid.add_argument("--classifier")
+    grid.add_argument("--n-samples", type=int, default=64)
+    grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--draws", type=int, default=10)
+    grid.add_argument("--batch-size", type=int, default=64)
+    grid.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="applied to every defense")
+    grid.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="applied to every attack")
+    grid.add_argument("--device", default="cpu")
+    grid.add_argument("--db")
+    executor_flags(grid)
+    grid.set_defaults(func=_cmd_grid)
+
+    results = sub.add_parser("results", help="list stored runs")
+    results.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    results.add_argument("--all", action="store_true", help="include running, failed and interrupted runs")
+    results.add_argument("--db")
+    results.set_defaults(func=_cmd_results)

@@ -1,0 +1,179 @@
+"""The defense plug-in interface and the defended classifier (purifier + classifier)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+from bench.core.errors import NonFiniteOutputError
+from bench.core.noise import NoiseBatch, StreamSpec
+from bench.core.registry import Registry
+
+
+class Defense(nn.Module, ABC):
+    """A purification defense: ``purify(x, noise) -> x_pur`` with all randomness in ``noise``.
+
+    Subclasses set ``name``, ``description``, ``config_cls`` (a frozen dataclass),
+    ``model_files`` and ``fast_options``, and implement :meth:`noise_spec`, :meth:`purify`,
+    :meth:`pretrained` and :meth:`for_testing`. A defense must never draw random numbers itself.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    license: ClassVar[str] = ""
+    addt: ClassVar[bool] = False  # weights fine-tuned with ADDT
+    config_cls: ClassVar[type[Any]]
+    # {dataset: model-file name in bench.zoo.hub.MODEL_FILES}: the network `pretrained` loads,
+    # shown by the card and recorded with every run
+    model_files: ClassVar[dict[str, str]] = {}
+    # ``--defense-opt`` values for quick toy-suite checks (the contract matrix in the tests and
+    # `.ci/pr-check`): cheaper than the defaults but the same code paths
+    fast_options: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def card(cls, sample_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, Any]:
+        """What `bench show` prints: paper, checkpoint, license, defaults, NFE and noise streams
+        (from a tiny instance with the default config: stream sizes depend on the config only)."""
+        import dataclasses
+
+        config = cls.config_cls()
+        instance = cls.for_testing(config)
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "paper": cls.paper,
+            "model_files": dict(cls.model_files),
+            "license": cls.license,
+            "addt": cls.addt,
+            "defaults": dataclasses.asdict(config),
+            "nfe": instance.nfe,
+            "network_calls": instance.network_calls,
+            "streams": {k: {"tensors": v.steps, "shape": list(v.shape)} for k, v in instance.noise_spec(sample_shape).items()},
+        }
+
+    @abstractmethod
+    def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
+        """Named streams this defense consumes for one sample of shape (C, H, W)."""
+
+    @abstractmethod
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+        """Purify ``x`` (B, C, H, W) in [0, 1] using ``noise``; returns (B, C, H, W) in [0, 1].
+
+        With ``checkpoint`` and grad enabled, each reverse step runs under non-reentrant
+        ``torch.utils.checkpoint`` (its noise is an input, so recomputation is exact).
+        """
+
+    @property
+    def paths(self) -> int:
+        """Purification paths per input: ``purify`` returns (B, C, H, W) for 1, else (B, paths, C, H, W)."""
+        return 1
+
+    @property
+    def clamps_output(self) -> bool:
+        """Whether ``purify`` returns images inside [0, 1] (DiffPure, like its reference, does not)."""
+        return True
+
+    @property
+    def network_calls(self) -> int:
+        """Denoiser evaluations per purification (0 for no purification)."""
+        return 0
+
+    @property
+    def nfe(self) -> int:
+        """NFE in the paper's convention (number of reverse steps)."""
+        return 0
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        """Combine per-path logits (B, paths, classes) of a multi-path defense into (B, classes)."""
+        raise NotImplementedError(f"defense {self.name!r} returned several paths but defines no combine()")
+
+    @classmethod
+    @abstractmethod
+    def pretrained(cls, dataset: str, config: Any) -> Defense:
+        """The defense with its released weights for ``dataset``; missing weights raise
+        :class:`bench.core.errors.MissingAssetError` saying how to obtain them."""
+
+    @classmethod
+    @abstractmethod
+    def for_testing(cls, config: Any | None = None, channels: int = 1, size: int = 8) -> Defense:
+        """A tiny random-weight instance for tests."""
+
+
+def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
+    """``fn(*args)``, under non-reentrant ``torch.utils.checkpoint`` when ``checkpoint`` is set
+    and grad is enabled. A step's noise must be among ``args`` so recomputation replays it;
+    the determinism check is skipped because no step draws random numbers."""
+    if checkpoint and torch.is_grad_enabled():
+        return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none", preserve_rng_state=False)
+    return fn(*args)
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense", builtin="defenses", group="dbp_bench.defenses")
+
+
+def register_defense(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: register a :class:`Defense` subclass under ``name``."""
+
+    def decorator(cls: type[Defense]) -> type[Defense]:
+        cls.name = name
+        return DEFENSES.register(name)(cls)
+
+    return decorator
+
+
+class DefendedClassifier(nn.Module):
+    """``classifier(defense.purify(x, noise))`` with a NaN/Inf guard on the purified image."""
+
+    def __init__(self, defense: Defense, classifier: nn.Module) -> None:
+        super().__init__()
+        self.defense = defense
+        self.classifier = classifier
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise: NoiseBatch,
+        sample_ids: list[int] | None = None,
+        checkpoint: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, num_classes) for ``x`` (B, C, H, W) in [0, 1]. A multi-path defense
+        returns (B, paths, C, H, W); each path is classified and ``defense.combine`` votes."""
+        purified = self.defense.purify(x, noise, checkpoint=checkpoint)
+        finite = torch.isfinite(purified.detach()).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            where = [sample_ids[i] for i in bad] if sample_ids is not None else bad
+            raise NonFiniteOutputError(
+                f"defense {self.defense.name!r} produced NaN/Inf purified images for sample "
+                f"index(es) {sorted(set(where))}; no result was stored for them"
+            )
+        if purified.dim() == x.dim() + 1:
+            logits = self.classifier(purified.flatten(0, 1)).view(x.shape[0], purified.shape[1], -1)
+            return self.defense.combine(logits)
+        return self.classifier(purified)
+
+
+def addt_variant(base: type[Defense], family: str, module: str) -> type[Defense]:
+    """``base`` with ADDT fine-tuned weights (ADDT paper Sec. 5, Tables 1-2): the same purification,
+    config and noise streams; only the denoiser differs, fine-tuned with RBGM + CGPO by
+    ``bench addt train --backbone FAMILY``. Its model files are ``toy-FAMILY-addt`` (committed)
+    and ``addt-FAMILY-cifar10`` (local, made by that command). ``module``: the plug-in file's
+    ``__name__`` (so `.ci/pr-check` maps the file to its defense)."""
+    return type(f"{base.__name__}ADDT", (base,), {
+        "__doc__": f"{base.name} with ADDT fine-tuned {family} weights.",
+        "__module__": module,
+        "description": f"{base.name} with ADDT fine-tuned {family.upper()} weights",
+        "paper": "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 5 (RBGM + CGPO fine-tuning)",
+        "license": "as the base model's weights",
+        "addt": True,
+        "model_files": {"toy": f"toy-{family}-addt", "cifar10": f"addt-{family}-cifar10"},
+    })

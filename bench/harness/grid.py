@@ -1,0 +1,97 @@
+"""``bench grid``: the cross product of defenses x attacks x settings, skipping what is done.
+
+A grid cell is skipped when the store already holds a complete run with the same normalized
+request (defense and attack configs, setting, threat model, dataset and sample indices, seed,
+draws, batch size, classifier); an incomplete one is resumed (only its missing batches run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bench.harness.executors import execute
+from bench.harness.runner import RunRequest, normalized_request, start_run
+from bench.harness.store import Run
+
+log = logging.getLogger(__name__)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=list)
+
+
+def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
+    """The most advanced stored run equivalent to ``request`` (complete first), if any."""
+    from bench.zoo.datasets import DATASETS  # noqa: F401  (validated in normalized_request)
+
+    wanted = normalized_request(request)
+    indices = list(range(request.start_index, request.start_index + request.n_samples)) if request.n_samples else None
+    with Session(engine) as session:
+        candidates = session.scalars(select(Run).where(
+            Run.defense == wanted["defense"], Run.attack == wanted["attack"], Run.setting == wanted["setting"],
+            Run.dataset == wanted["dataset"], Run.seed == wanted["seed"], Run.norm == wanted["norm"]))
+        matches = [
+            run for run in candidates
+            if abs(run.eps - wanted["eps"]) < 1e-12 and run.eval_draws == wanted["eval_draws"]
+            and run.batch_size == wanted["batch_size"] and run.classifier == wanted["classifier"]
+            and _canonical(run.defense_config) == _canonical(wanted["defense_config"])
+            and _canonical(run.attack_config) == _canonical(wanted["attack_config"])
+            and (indices is None or list(run.sample_indices) == indices)
+        ]
+        matches.sort(key=lambda r: (r.status != "complete", r.created_at))
+        if matches:
+            session.expunge(matches[0])
+            return matches[0]
+    return None
+
+
+@dataclasses.dataclass
+class GridCell:
+    request: RunRequest
+    run_id: str = ""
+    action: str = ""  # skipped | resumed | started
+    metrics: dict[str, Any] | None = None
+
+
+def run_grid(engine: Engine, base: RunRequest, defenses: list[str], attacks: list[str], settings: list[str],
+             executor: str = "local", db_url: str | None = None, address: str | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[GridCell]:
+    """Run every (defense, attack, setting) cell not already complete; returns the cells."""
+    cells = [GridCell(dataclasses.replace(base, defense=d, attack=a, setting=s))
+             for d in defenses for a in attacks for s in settings]
+    total = sum(cell.request.n_samples or 0 for cell in cells)
+    finished_before = 0
+    for cell in cells:
+        existing = find_equivalent(engine, cell.request)
+        if existing is not None and existing.status == "complete":
+            cell.run_id, cell.action, cell.metrics = existing.id, "skipped", existing.metrics
+        elif existing is not None:
+            cell.run_id, cell.action = existing.id, "resumed"
+        else:
+            cell.run_id, cell.action = "", "started"
+        if cell.action == "skipped":
+            finished_before += cell.request.n_samples or 0
+            if progress:
+                progress(finished_before, total)
+            continue
+        parts = None
+        if cell.action == "started":
+            cell.run_id, parts = start_run(engine, cell.request)
+        offset = finished_before
+
+        def cell_progress(done: int, _total: int, offset: int = offset) -> None:
+            if progress:
+                progress(offset + done, total)
+
+        cell.metrics = execute(engine, cell.run_id, executor, db_url=db_url, address=address,
+                               progress=cell_progress, parts=parts if executor == "local" else None)
+        finished_before += cell.request.n_samples or 0
+    return cells

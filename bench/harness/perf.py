@@ -1,0 +1,298 @@
+"""``bench perf``: the cost of exact-gradient attacks, measured as ratios within one run.
+
+(a) PGD-EoT step time / compute floor, where the floor is ``network_calls x`` (UNet
+    forward+backward) ``+`` classifier forward+backward, each timed on the same stacked
+    batch in the same process; without recomputation and with per-step checkpointing.
+(b) Peak memory of one checkpointed gradient at 100 vs 10 reverse steps: the peak of
+    bytes alive in storages allocated during it (:class:`bench.harness.memtrack.PeakMemory`).
+(c) EoT as one stacked batch vs EoT as a loop of single draws (same noise, same math).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.core.allocator import malloc_tuned
+from bench.core.defense import DefendedClassifier
+from bench.core.memory import MemoryPlan
+from bench.core.noise import NoiseSource
+from bench.core.settings import parse_setting
+from bench.core.target import StochasticTarget
+
+TIMING_NFE = 10  # reverse steps for the timing ratios (the ratio does not depend on it)
+DEFAULT_BATCH = {"toy": 16, "cifar10-ddpm": 1}
+
+
+def _models(name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """(UNet, classifier, sample shape) for ``toy`` (committed weights) or
+    ``cifar10-ddpm`` (google/ddpm-cifar10-32 architecture and RobustBench WRN-28-10, random weights)."""
+    if name == "toy":
+        from bench.zoo.toy import load_toy_classifier, load_toy_unet
+
+        return load_toy_unet(), load_toy_classifier(), (1, 8, 8)
+    from bench.zoo.nets.ddpm_unet import ddpm_cifar10_unet
+
+    torch.manual_seed(0)
+    unet = ddpm_cifar10_unet()
+    from bench.zoo.compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    classifier = WideResNet(28, 10)
+    return unet.eval().requires_grad_(False), classifier.eval().requires_grad_(False), (3, 32, 32)
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls after a warm-up: the least disturbed by other load,
+    applied alike to the floor's parts and to the measured step."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkpoint: bool) -> StochasticTarget:
+    from bench.core.config import build_config
+    from bench.core.defense import DEFENSES
+
+    dp_ddpm = DEFENSES.get("dp_ddpm")
+
+    model = DefendedClassifier(dp_ddpm(build_config(dp_ddpm.config_cls, {"nfe": nfe}), unet), classifier).eval()
+    plan = MemoryPlan(checkpoint, 1 << 30, 1)
+    return StochasticTarget(model, parse_setting("white"), NoiseSource(0), list(range(batch)), plan, plan)
+
+
+def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
+    unet, classifier, shape = _models(name)
+    stacked = batch * eot
+    x = torch.rand(batch, *shape)
+    y = torch.zeros(batch, dtype=torch.long)
+
+    x_stacked = torch.rand(stacked, *shape) * 2 - 1
+    t = torch.full((stacked,), 50, dtype=torch.long)
+
+    def unet_fwd_bwd() -> None:
+        inp = x_stacked.clone().requires_grad_(True)
+        torch.autograd.grad(unet(inp, t).sample, inp, torch.ones_like(inp))
+
+    def classifier_fwd_bwd() -> None:
+        inp = torch.rand(stacked, *shape, requires_grad=True)
+        torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
+
+    targets = {checkpoint: _target(unet, classifier, TIMING_NFE, batch, checkpoint) for checkpoint in (False, True)}
+    parts: dict[str, Callable[[], Any]] = {
+        "unet_fwd_bwd_s": unet_fwd_bwd,
+        "classifier_fwd_bwd_s": classifier_fwd_bwd,
+        "step_plain_s": lambda: targets[False].eot_gradient(x, y, 0, eot),
+        "step_checkpoint_s": lambda: targets[True].eot_gradient(x, y, 0, eot),
+    }
+    # Interleaved rounds, fastest of each: a burst of outside load hits the floor's parts and
+    # the step alike instead of skewing one side of the ratio.
+    result = {name: float("inf") for name in parts}
+    for fn in parts.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in parts.items():
+            started = time.perf_counter()
+            fn()
+            result[name] = min(result[name], time.perf_counter() - started)
+    calls = TIMING_NFE + 1
+    result["floor_s"] = calls * result["unet_fwd_bwd_s"] + result["classifier_fwd_bwd_s"]
+    result["ratio_plain"] = result["step_plain_s"] / result["floor_s"]
+    result["ratio_checkpoint"] = result["step_checkpoint_s"] / result["floor_s"]
+
+    # (c) EoT stacked into the batch vs a loop over single draws with the same noise
+    target = targets[False]
+    spec = target.model.defense.noise_spec(shape)
+    keys = [target.setting.attack_keys(spec, 0, d) for d in range(eot)]
+    noise_all = target.noise.batch(spec, list(range(batch)) * eot, [k for k in keys for _ in range(batch)])
+    singles = [target.noise.batch(spec, list(range(batch)), [k] * batch) for k in keys]
+    result["eot_batch_s"] = _best_time(lambda: target.gradient_with_noise(x, y, noise_all, eot), repeats)
+    result["eot_loop_s"] = _best_time(lambda: [target.gradient_with_noise(x, y, n, 1) for n in singles], repeats)
+    result["eot_batch_over_loop"] = result["eot_batch_s"] / result["eot_loop_s"]
+    return result
+
+
+def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
+    """Peak bytes alive during one checkpointed purify+classify gradient (any device)."""
+    from bench.harness.memtrack import PeakMemory
+
+    unet, classifier, shape = _models(name)
+    target = _target(unet, classifier, nfe, batch, True)
+    x = torch.rand(batch, *shape)
+    y = torch.zeros(batch, dtype=torch.long)
+    spec = target.model.defense.noise_spec(shape)
+    noise = target.noise.batch(spec, list(range(batch)), [target.setting.attack_keys(spec, 0, 0)] * batch)
+    with PeakMemory() as tracker:
+        target.gradient_with_noise(x, y, noise, 1)
+    return tracker.peak
+
+
+def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int = 4, repeats: int = 3) -> str:
+    """Run (a), (b), (c) for each model and return a Markdown report."""
+    lines = [
+        f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, malloc {'tuned' if malloc_tuned() else 'glibc defaults'}, "
+        f"EoT {eot}, timing NFE {TIMING_NFE} ({TIMING_NFE + 1} UNet calls), "
+        f"best of {repeats}",
+        "",
+        "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
+        "(b) peak mem 100 / 10 steps (checkpointed) | (c) EoT batch / loop time |",
+        "|---|---|---|---|---|---|",
+    ]
+    details = []
+    for name in models or ["toy", "cifar10-ddpm"]:
+        size = batch or DEFAULT_BATCH[name]
+        timing = measure_step_ratio(name, size, eot, repeats)
+        mem10 = peak_gradient_memory(name, 10, size)
+        mem100 = peak_gradient_memory(name, 100, size)
+        lines.append(
+            f"| {name} | {size} x {eot} | {timing['ratio_plain']:.3f} | {timing['ratio_checkpoint']:.3f} | "
+            f"{mem100 / max(mem10, 1):.3f} ({mem100 / 2**20:.1f} / {mem10 / 2**20:.1f} MiB) | "
+            f"{timing['eot_batch_over_loop']:.3f} |"
+        )
+        details.append(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()))
+    return "\n".join(lines + [""] + details)
+
+
+
+def measure_attack_cost(
+    defense: str = "dp_ddpm", n_samples: int = 16, defense_options: dict[str, Any] | None = None,
+    aa_options: dict[str, Any] | None = None, db: str = "sqlite://", seed: int = 0,
+) -> str:
+    """(d) aa_rand_fixed and aa_rand vs pgd_eot (PGD20-EoT10) on the same toy defense, images
+    and seed: attack time ratio next to each robust accuracy (runs stored in ``db``)."""
+    import dataclasses
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bench.core.attack import ATTACKS
+    from bench.harness.runner import RunRequest, execute_run, start_run
+    from bench.harness.store import SampleResult, get_run, open_store
+
+    engine = open_store(db)
+    rows = []
+    # options only the fixed selection has (eval_draws, judge, early_stop) do not apply to aa_rand
+    shared = {f.name for f in dataclasses.fields(ATTACKS.get("aa_rand").config_cls)}
+    original_options = {k: v for k, v in (aa_options or {}).items() if k in shared}
+    for attack, options in (("pgd_eot", {}), ("aa_rand_fixed", aa_options or {}), ("aa_rand", original_options)):
+        request = RunRequest(defense=defense, attack=attack, n_samples=n_samples, batch_size=n_samples, seed=seed,
+                             defense_options=dict(defense_options or {}), attack_options=dict(options))
+        run_id, parts = start_run(engine, request)
+        execute_run(engine, run_id, parts=parts)
+        with Session(engine) as session:
+            run = get_run(session, run_id)
+            infos = [s.attack_info or {} for s in session.scalars(
+                select(SampleResult).where(SampleResult.run_id == run.id))]
+            rows.append((attack, run.id, run.attack_seconds, run.metrics, run.attack_config, infos))
+    base = rows[0][2]
+    lines = [
+        f"(d) attack cost on toy {defense} {defense_options or ''}, {n_samples} images, seed {seed}",
+        "",
+        "| attack | run | attack time (s) | time / pgd_eot | robust expected [95% CI] | attack's own verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for attack, run_id, seconds, metrics, _config, _infos in rows:
+        robust = metrics["robust"]["expected"]
+        own = metrics.get("attack_reported")
+        own_text = f"{own['acc']:.3f} [{own['ci_low']:.3f}, {own['ci_high']:.3f}]" if own else "-"
+        lines.append(f"| {attack} | {run_id} | {seconds:.1f} | {seconds / base:.2f} | "
+                     f"{robust['acc']:.3f} [{robust['ci_low']:.3f}, {robust['ci_high']:.3f}] | {own_text} |")
+    aa_config = rows[1][4]
+    bound = (aa_config["n_iter"] + 1) * aa_config["eot"] * len(aa_config["attacks"]) / (rows[0][4]["steps"] * rows[0][4]["eot"])
+    pgd_draws = rows[0][4]["steps"] * rows[0][4]["eot"] * n_samples
+    lines += ["", f"gradient evaluations per sample, AutoAttack / PGD: at most {bound:.1f} "
+                  "(APGD (n_iter+1) x EoT per attack; fewer when points reach zero expected accuracy early)"]
+    for attack, _run_id, _seconds, _metrics, config, infos in rows[1:]:
+        spent = [info.get("gradient_draws") for info in infos]
+        if any(d is None for d in spent):
+            continue
+        line = (f"{attack} (early_stop={config.get('early_stop', False)}): defense gradient draws / PGD's "
+                f"{sum(spent) / pgd_draws:.2f}")
+        if "eval_draws" in config:  # the fixed selection: reported_correct is an M-draw expected accuracy
+            robust = sum(d for d, info in zip(spent, infos) if info.get("reported_correct", 0) > 0)
+            line += (f", of which {robust / pgd_draws:.2f} on points it left above zero expected accuracy "
+                     "(no rule that stops only verified-broken points can save those)")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` valid records with made-up outcomes (for timing the site build only): 20
+    records per entry (attacks x settings x threat models), spread over the registered defenses."""
+    import dataclasses
+    import random
+
+    from bench.core.attack import ATTACKS
+    from bench.core.defense import DEFENSES
+    from bench.core.metrics import wilson_interval
+    from bench.publish.records import dumps_record, record_path
+
+    rng = random.Random(seed)
+    names = DEFENSES.names()
+    combos = [(attack, setting, dataset, norm, eps)
+              for attack, setting in (("pgd_eot", "white"), ("aa_rand_fixed", "white"), ("aa_rand", "white"),
+                                      ("pgd_eot", "dw_fwd"), ("pgd_eot", "dw_both"))
+              for dataset, norm, eps in (("cifar10", "linf", 8 / 255), ("cifar10", "l2", 0.5), ("toy", "linf", 0.25),
+                                         ("cifar100", "linf", 8 / 255))]
+    n, k = 64, 10
+    for i in range(count):
+        defense = names[(i // len(combos)) % len(names)]
+        attack, setting, dataset, norm, eps = combos[i % len(combos)]
+        clean_counts = [rng.randint(6, 10) for _ in range(n)]
+        adv_counts = [rng.randint(0, c) for c in clean_counts]
+
+        def acc(counts: list[int]) -> dict[str, Any]:
+            value = sum(counts) / (n * k)
+            low, high = wilson_interval(value, n)
+            return {"acc": value, "ci_low": low, "ci_high": high}
+
+        def accuracies(counts: list[int]) -> dict[str, Any]:
+            return {"expected": acc(counts), "worst": acc([k if c == k else 0 for c in counts]),
+                    "majority": acc([k if c > k / 2 else 0 for c in counts])}
+
+        record = {
+            "schema_version": 1, "run_id": f"synthetic{i:06d}", "entry": f"{defense}[variant={i // len(combos)}]",
+            "defense": {"name": defense, "config": dataclasses.asdict(DEFENSES.get(defense).config_cls()), "nfe": 100,
+                        "paper": DEFENSES.get(defense).paper, "diffusion_model": "synthetic", "addt": False},
+            "attack": {"name": attack, "config": dataclasses.asdict(ATTACKS.get(attack).config_cls()),
+                       "unreliable": attack == "aa_rand"},
+            "setting": setting, "classifier": "synthetic",
+            "dataset": {"name": dataset, "n_samples": n, "sample_indices": list(range(n))},
+            "threat_model": {"norm": norm, "eps": eps}, "eval_draws": k,
+            "clean": accuracies(clean_counts), "robust": accuracies(adv_counts), "attack_reported": None,
+            "cost": {"wall_seconds": 100.0, "attack_seconds": 90.0, "device": "synthetic"}, "seed": i,
+            "git_commit": None, "package_versions": {}, "created_at": "2026-11-22T00:00:00",
+            "finished_at": "2026-11-22T00:00:00",
+            "samples": {"label": [0] * n, "clean_correct": clean_counts, "adv_correct": adv_counts},
+        }
+        record["_attack_label"] = attack
+        path = record_path(root, record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps_record(record) + "\n", encoding="utf-8")
+
+
+def measure_leaderboard_build(count: int = 10_000) -> str:
+    """(e) Time ``bench leaderboard build`` on ``count`` synthetic records (generation excluded)."""
+    import tempfile
+
+    from bench.publish.leaderboard import build_site
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "results"
+        write_synthetic_records(root, count)
+        summary = build_site(root, Path(tmp) / "site")
+    return (f"(e) leaderboard build: {summary['records']} records, {summary['entries']} entries, "
+            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s)")

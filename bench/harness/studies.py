@@ -1,0 +1,211 @@
+"""``bench study NAME``: the ADDT paper's diagnostic studies, stored as runs plus a study row.
+
+- ``eot``: PGD-EoT robust accuracy and the cosine similarity between the White-box EoT
+  gradient (mean of E draws) and the DW_Both gradient (the evaluation's known noise) as E
+  grows (paper Figure 7). The cosine is measured at the clean inputs, per sample, then averaged.
+- ``nfe``: clean and PGD-EoT robust accuracy of ``dp_ddpm`` and ``dp_ddim`` across NFE
+  (paper Tables 3 and 10).
+- ``settings``: one defense under ``white``, ``dw_fwd``, ``dw_both`` and ``dw_semi:K``
+  (paper Figure 2, Appendix C).
+
+Each study prints a Markdown table and writes an SVG plot (``<out>/<study id>-<name>.svg``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bench.core.errors import ConfigError
+from bench.core.registry import Registry
+from bench.publish.svg import Series, line_chart
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyRequest:
+    defense: str | None = None
+    dataset: str = "toy"
+    n_samples: int = 64
+    seed: int = 0
+    values: list[str] = field(default_factory=list)  # the swept values (study-specific defaults)
+    defense_options: dict[str, Any] = field(default_factory=dict)
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    eval_draws: int = 10
+    out_dir: Path = Path("results/studies")
+
+
+@dataclass
+class StudyResult:
+    study_id: str
+    table: str
+    plot_path: Path
+    run_ids: list[str]
+    results: dict[str, Any]
+
+
+StudyFunction = Callable[[Engine, StudyRequest], tuple[list[str], dict[str, Any], str, str]]
+STUDIES: Registry[StudyFunction] = Registry("study")
+
+
+def _run(engine: Engine, request: StudyRequest, *, defense: str, setting: str = "white",
+         defense_options: dict[str, Any] | None = None, attack_options: dict[str, Any] | None = None) -> tuple[str, dict]:
+    from bench.harness.runner import RunRequest, execute_run, start_run
+
+    run_request = RunRequest(
+        defense=defense, attack="pgd_eot", setting=setting, dataset=request.dataset, n_samples=request.n_samples,
+        seed=request.seed, eval_draws=request.eval_draws,
+        defense_options={**request.defense_options, **(defense_options or {})},
+        attack_options={**request.attack_options, **(attack_options or {})},
+    )
+    run_id, parts = start_run(engine, run_request)
+    log.info("study run %s: %s %s %s", run_id, defense, setting, run_request.defense_options)
+    return run_id, execute_run(engine, run_id, parts=parts)
+
+
+def _acc(metrics: dict, part: str) -> dict[str, float]:
+    return metrics[part]["expected"]
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return f"{m['acc']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+
+def gradient_cosines(request: StudyRequest, defense: str, eot_values: list[int]) -> dict[int, float]:
+    """Mean per-sample cosine between the White-box EoT gradient with E draws and the DW_Both
+    gradient, at the clean inputs of the study's images."""
+    from bench.core.config import build_config, config_to_dict
+    from bench.core.defense import DEFENSES
+    from bench.core.memory import default_budget, plan_gradient, plan_inference
+    from bench.core.noise import NoiseSource
+    from bench.core.settings import parse_setting
+    from bench.core.target import StochasticTarget
+    from bench.harness.runner import build_components
+    from bench.zoo.datasets import select_indices
+
+    defense_config = config_to_dict(build_config(DEFENSES.get(defense).config_cls, request.defense_options))
+    parts = build_components(defense=defense, defense_config=defense_config, attack="pgd_eot", attack_config={},
+                             setting="white", dataset=request.dataset,
+                             runtime={"device": "cpu", "dtype": "float32", "checkpoint": "auto", "memory_budget": None})
+    ids = select_indices(parts.split, request.n_samples)
+    x, y = parts.split.images[ids], parts.split.labels[ids]
+    shape, budget = tuple(x.shape[1:]), default_budget(parts.device)
+    grad_plan = plan_gradient(parts.model, shape, parts.device, parts.dtype, "auto", budget, len(ids) * max(eot_values))
+    eval_plan = plan_inference(parts.model, shape, parts.device, parts.dtype, budget, len(ids))
+    noise = NoiseSource(request.seed)
+
+    def target(setting: str) -> StochasticTarget:
+        return StochasticTarget(parts.model, parse_setting(setting), noise, ids, grad_plan, eval_plan)
+
+    reference, _ = target("dw_both").eot_gradient(x, y, 0, 1)
+    cosines = {}
+    for eot in eot_values:
+        grad, _ = target("white").eot_gradient(x, y, 0, eot)
+        cosines[eot] = float(F.cosine_similarity(grad.flatten(1), reference.flatten(1), dim=1).mean())
+    return cosines
+
+
+@STUDIES.register("eot")
+def eot_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    defense = request.defense or "dp_ddpm"
+    values = [int(v) for v in (request.values or ["1", "2", "4", "8", "16"])]
+    if any(v < 1 for v in values):
+        raise ConfigError(f"eot values {values} must be positive integers")
+    cosines = gradient_cosines(request, defense, values)
+    run_ids, rows = [], []
+    for eot in values:
+        run_id, metrics = _run(engine, request, defense=defense, attack_options={"eot": eot})
+        run_ids.append(run_id)
+        rows.append({"eot": eot, "run_id": run_id, "robust": _acc(metrics, "robust"), "cosine": cosines[eot]})
+    table = "\n".join(
+        ["| EoT samples | robust (expected) [95% CI] | cos(White EoT grad, DW_Both grad) | run |", "|---|---|---|---|"]
+        + [f"| {r['eot']} | {_fmt(r['robust'])} | {r['cosine']:.3f} | {r['run_id']} |" for r in rows]
+    )
+    svg = line_chart(
+        [Series("robust accuracy", [(r["eot"], r["robust"]["acc"]) for r in rows],
+                [(r["robust"]["ci_low"], r["robust"]["ci_high"]) for r in rows]),
+         Series("gradient cosine", [(r["eot"], r["cosine"]) for r in rows], dashed=True)],
+        title=f"EoT study: {defense} on {request.dataset}", x_label="EoT samples", y_label="value",
+        log_x=True, y_range=(0.0, 1.0))
+    return run_ids, {"defense": defense, "rows": rows}, table, svg
+
+
+@STUDIES.register("nfe")
+def nfe_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    defenses = [request.defense] if request.defense else ["dp_ddpm", "dp_ddim"]
+    values = [int(v) for v in (request.values or ["2", "5", "10", "20", "50", "100"])]
+    run_ids, rows = [], []
+    for defense in defenses:
+        for nfe in values:
+            run_id, metrics = _run(engine, request, defense=defense, defense_options={"nfe": nfe})
+            run_ids.append(run_id)
+            rows.append({"defense": defense, "nfe": nfe, "run_id": run_id,
+                         "clean": _acc(metrics, "clean"), "robust": _acc(metrics, "robust")})
+    table = "\n".join(
+        ["| defense | NFE | clean [95% CI] | robust [95% CI] | run |", "|---|---|---|---|---|"]
+        + [f"| {r['defense']} | {r['nfe']} | {_fmt(r['clean'])} | {_fmt(r['robust'])} | {r['run_id']} |" for r in rows]
+    )
+    series = []
+    for defense in defenses:
+        mine = [r for r in rows if r["defense"] == defense]
+        for part, dashed in (("clean", True), ("robust", False)):
+            series.append(Series(f"{defense} {part}", [(r["nfe"], r[part]["acc"]) for r in mine],
+                                 [(r[part]["ci_low"], r[part]["ci_high"]) for r in mine], dashed=dashed))
+    svg = line_chart(series, title=f"NFE study on {request.dataset}", x_label="NFE (reverse steps)",
+                     y_label="accuracy (expected)", log_x=True, y_range=(0.0, 1.0))
+    return run_ids, {"rows": rows}, table, svg
+
+
+@STUDIES.register("settings")
+def settings_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    from bench.core.settings import parse_setting
+
+    defense = request.defense or "dp_ddpm"
+    values = request.values or ["white", "dw_fwd", "dw_both", "dw_semi:8"]
+    for value in values:
+        parse_setting(value)
+    run_ids, rows = [], []
+    for setting in values:
+        run_id, metrics = _run(engine, request, defense=defense, setting=setting)
+        run_ids.append(run_id)
+        rows.append({"setting": setting, "run_id": run_id, "clean": _acc(metrics, "clean"),
+                     "robust": _acc(metrics, "robust")})
+    table = "\n".join(
+        ["| setting | clean [95% CI] | robust [95% CI] | run |", "|---|---|---|---|"]
+        + [f"| {r['setting']} | {_fmt(r['clean'])} | {_fmt(r['robust'])} | {r['run_id']} |" for r in rows]
+    )
+    svg = line_chart(
+        [Series("robust accuracy", [(i, r["robust"]["acc"]) for i, r in enumerate(rows)],
+                [(r["robust"]["ci_low"], r["robust"]["ci_high"]) for r in rows])],
+        title=f"Settings study: {defense} ({', '.join(values)} = 0..{len(values) - 1})",
+        x_label="attacker knowledge: " + ", ".join(f"{i}={v}" for i, v in enumerate(values)),
+        y_label="robust accuracy (expected)", y_range=(0.0, 1.0))
+    return run_ids, {"defense": defense, "rows": rows}, table, svg
+
+
+def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
+    """Run study ``name``, store it (runs + a study row) and write its plot."""
+    from bench.harness.store import Study
+
+    function = STUDIES.get(name)
+    run_ids, results, table, svg = function(engine, request)
+    study_id = uuid.uuid4().hex[:12]
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    plot_path = request.out_dir / f"{study_id}-{name}.svg"
+    plot_path.write_text(svg)
+    config = {"defense": request.defense, "dataset": request.dataset, "n_samples": request.n_samples,
+              "seed": request.seed, "values": request.values, "defense_options": request.defense_options,
+              "attack_options": request.attack_options, "eval_draws": request.eval_draws}
+    with Session(engine) as session, session.begin():
+        session.add(Study(id=study_id, name=name, config=config, run_ids=run_ids, results=results,
+                          plot_path=str(plot_path)))
+    return StudyResult(study_id, table, plot_path, run_ids, results)

@@ -1,0 +1,345 @@
+"""``bench leaderboard build``: records -> SQLite (rebuilt each time) -> a static Jinja2 site.
+
+The site works from ``file://`` and from GitHub Pages: relative links only, no CDN, no network
+at view time. Ranking (per dataset x threat model; the toy suite is a separate track): the
+**strongest attack** for an entry is the minimum expected robust accuracy over its White-box
+records from reliable attacks (``pgd_eot``, ``aa_rand_fixed``, ...). ``aa_rand`` is shown
+struck through (it overestimates robustness) and DW settings are diagnostics on the entry
+page, never used for ranking.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    insert,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from bench.core.attack import ATTACKS, leaderboard_attacks
+from bench.core.defense import DEFENSES
+from bench.core.errors import BenchError
+from bench.core.provenance import PROJECT_ROOT
+from bench.publish.records import Record, attack_label, threat_label, validate_paths
+from bench.publish.svg import Series, bar_chart, line_chart
+
+log = logging.getLogger(__name__)
+TEMPLATES = PROJECT_ROOT / "leaderboard" / "templates"
+STATIC = PROJECT_ROOT / "leaderboard" / "static"
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "toy": "Toy suite (8x8 digits, CPU)"}
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class RecordRow(_Base):
+    """One record, flattened for querying (the full JSON is kept in ``body``)."""
+
+    __tablename__ = "records"
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    entry: Mapped[str] = mapped_column(String(200), index=True)
+    defense: Mapped[str] = mapped_column(String(64))
+    attack: Mapped[str] = mapped_column(String(64))
+    attack_label: Mapped[str] = mapped_column(String(200))
+    unreliable: Mapped[bool] = mapped_column(Boolean)
+    setting: Mapped[str] = mapped_column(String(32))
+    classifier: Mapped[str] = mapped_column(String(500))
+    dataset: Mapped[str] = mapped_column(String(32))
+    norm: Mapped[str] = mapped_column(String(8))
+    eps: Mapped[float] = mapped_column(Float)
+    threat: Mapped[str] = mapped_column(String(32))
+    nfe: Mapped[int] = mapped_column(Integer)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    clean_acc: Mapped[float] = mapped_column(Float)
+    clean_ci_low: Mapped[float] = mapped_column(Float)
+    clean_ci_high: Mapped[float] = mapped_column(Float)
+    robust_acc: Mapped[float] = mapped_column(Float)
+    robust_ci_low: Mapped[float] = mapped_column(Float)
+    robust_ci_high: Mapped[float] = mapped_column(Float)
+    attack_seconds: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(128))
+    finished_at: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+
+
+def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
+    """(Re)create ``database`` holding exactly ``records``."""
+    if database.exists():
+        database.unlink()
+    engine = create_engine(f"sqlite:///{database}")
+    _Base.metadata.create_all(engine)
+    rows = []
+    for path, r in records:
+        rows.append(dict(
+            path=str(path), run_id=r.run_id, entry=r.entry, defense=r.defense.name, attack=r.attack.name,
+            attack_label=attack_label(r.attack.name, r.attack.config), unreliable=r.attack.unreliable, setting=r.setting, classifier=r.classifier,
+            dataset=r.dataset.name, norm=r.threat_model.norm, eps=r.threat_model.eps,
+            threat=threat_label(r.threat_model.norm, r.threat_model.eps), nfe=r.defense.nfe, n_samples=r.dataset.n_samples,
+            clean_acc=r.clean.expected.acc, clean_ci_low=r.clean.expected.ci_low, clean_ci_high=r.clean.expected.ci_high,
+            robust_acc=r.robust.expected.acc, robust_ci_low=r.robust.expected.ci_low,
+            robust_ci_high=r.robust.expected.ci_high, attack_seconds=r.cost.attack_seconds, device=r.cost.device,
+            finished_at=r.finished_at or r.created_at, body=r._text or r.model_dump_json(),
+        ))
+    with Session(engine) as session, session.begin():
+        if rows:
+            session.execute(insert(RecordRow), rows)  # one executemany, not 10k ORM objects
+    engine.dispose()
+
+
+@dataclass
+class EntryRow:
+    """One leaderboard row: a defense entry on one dataset x threat model."""
+
+    entry: str
+    slug: str
+    defense: str
+    paper: str
+    diffusion_model: str
+    addt: bool
+    classifier: str
+    clean: RecordRow
+    strongest: RecordRow
+    per_attack: dict[str, RecordRow | None]
+    nfe: int
+    rank: int = 0
+
+    @property
+    def cost_per_image(self) -> float:
+        return self.strongest.attack_seconds / max(self.strongest.n_samples, 1)
+
+
+@dataclass
+class Table:
+    dataset: str
+    threat: str
+    title: str
+    rows: list[EntryRow] = field(default_factory=list)
+
+    @property
+    def table_id(self) -> str:
+        return f"{self.dataset}__{self.threat}"
+
+
+def paper_url(paper: str) -> str | None:
+    """An arXiv link for the last ``arXiv:ID`` a paper string names (None if it names none)."""
+    ids = re.findall(r"arXiv:(\d{4}\.\d{4,5})", paper or "")
+    return f"https://arxiv.org/abs/{ids[-1]}" if ids else None
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-") or "entry"
+
+
+_parsed: dict[str, Record] = {}
+
+
+def parsed(row: RecordRow) -> Record:
+    """The validated record of ``row`` (parsed once, during validation)."""
+    if row.path not in _parsed:
+        _parsed[row.path] = Record.model_validate_json(row.body)
+    return _parsed[row.path]
+
+
+def build_tables(rows: list[RecordRow]) -> list[Table]:
+    groups: dict[tuple[str, str], dict[str, list[RecordRow]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        groups[(row.dataset, row.threat)][row.entry].append(row)
+    tables = []
+    for (dataset, threat), entries in groups.items():
+        table = Table(dataset, threat, f"{DATASET_TITLES.get(dataset, dataset)} — {threat}")
+        for entry, records in entries.items():
+            white = [r for r in records if r.setting == "white"]
+            ranked = [r for r in white if not r.unreliable and ATTACKS.get(r.attack).ranks]
+            if not ranked:
+                continue  # only diagnostics (DW settings) or unreliable attacks: shown on the entry page only
+            strongest = min(ranked, key=lambda r: (r.robust_acc, r.attack))
+            body = parsed(strongest)
+            per_attack: dict[str, RecordRow | None] = {}
+            for attack in leaderboard_attacks():
+                candidates = [r for r in white if r.attack == attack]
+                per_attack[attack] = min(candidates, key=lambda r: r.robust_acc) if candidates else None
+            table.rows.append(EntryRow(
+                entry=entry, slug=slugify(entry), defense=strongest.defense, paper=body.defense.paper,
+                diffusion_model=body.defense.diffusion_model, addt=body.defense.addt,
+                classifier=strongest.classifier, clean=strongest, strongest=strongest, per_attack=per_attack,
+                nfe=strongest.nfe,
+            ))
+        table.rows.sort(key=lambda e: (-e.strongest.robust_acc, -e.clean.clean_acc, e.entry))
+        for i, row in enumerate(table.rows, start=1):
+            row.rank = i
+        tables.append(table)
+    order = {"cifar10": 0, "cifar100": 1, "toy": 2}
+    tables.sort(key=lambda t: (order.get(t.dataset, 9), not t.threat.startswith("linf"), t.threat))
+    return tables
+
+
+def _table_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["rank", "entry", "diffusion_model", "addt", "classifier", "clean_acc", "clean_ci_low",
+                     "clean_ci_high", "robust_acc", "robust_ci_low", "robust_ci_high", "strongest_attack",
+                     *[f"{a}_robust_acc" for a in leaderboard_attacks()], "nfe", "attack_seconds_per_image", "device",
+                     "n_samples", "date"])
+    for e in table.rows:
+        s = e.strongest
+        writer.writerow([e.rank, e.entry, e.diffusion_model, e.addt, e.classifier, s.clean_acc, s.clean_ci_low,
+                         s.clean_ci_high, s.robust_acc, s.robust_ci_low, s.robust_ci_high, s.attack_label,
+                         *[(e.per_attack[a].robust_acc if e.per_attack[a] else "") for a in leaderboard_attacks()],
+                         e.nfe, f"{e.cost_per_image:.4g}", s.device, s.n_samples, s.finished_at[:10]])
+    return buffer.getvalue()
+
+
+def _entry_plots(records: list[RecordRow]) -> list[str]:
+    """SVGs for an entry page, per dataset x threat model: clean vs robust per White-box
+    attack, and pgd_eot robust accuracy per attacker-knowledge setting."""
+    plots = []
+    groups: dict[tuple[str, str], list[RecordRow]] = defaultdict(list)
+    for r in records:
+        groups[(r.dataset, r.threat)].append(r)
+    for (dataset, threat), group in sorted(groups.items()):
+        where = f"{DATASET_TITLES.get(dataset, dataset)}, {threat}"
+        white = sorted((r for r in group if r.setting == "white"), key=lambda r: r.attack_label)
+        if white:
+            bars: list[tuple[str, float, float | None, float | None]] = [
+                ("clean", white[0].clean_acc, white[0].clean_ci_low, white[0].clean_ci_high)]
+            bars += [(f"robust: {r.attack_label}", r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in white]
+            plots.append(bar_chart(bars, title=f"Clean vs robust, White-box ({where})",
+                                   x_label="expected accuracy, 95% CI"))
+        by_setting = sorted((r for r in group if r.attack == "pgd_eot"), key=lambda r: r.setting)
+        if len({r.setting for r in by_setting}) > 1:
+            plots.append(bar_chart([(r.setting, r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in by_setting],
+                                   title=f"pgd_eot robust per setting ({where})", x_label="expected accuracy, 95% CI"))
+    return plots
+
+
+def _sweep_index(rows: list[RecordRow]) -> dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]:
+    """White-box pgd_eot records grouped by (defense, dataset, threat), with their EoT count."""
+    index: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.attack == "pgd_eot" and r.setting == "white":
+            index[(r.defense, r.dataset, r.threat)].append((r, parsed(r).attack.config.get("eot")))
+    return index
+
+
+def _study_curves(entry_records: list[RecordRow], sweeps: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]) -> list[str]:
+    """NFE and EoT curves for a defense when records of such sweeps exist (same dataset/threat)."""
+    plots: list[str] = []
+    if not entry_records:
+        return plots
+    first = entry_records[0]
+    same = sweeps.get((first.defense, first.dataset, first.threat), [])
+    by_nfe = {r.nfe: r for r, eot in same if eot == 10}
+    if len(by_nfe) > 2:
+        points = sorted(by_nfe.items())
+        plots.append(line_chart(
+            [Series("robust", [(n, r.robust_acc) for n, r in points], [(r.robust_ci_low, r.robust_ci_high) for _, r in points]),
+             Series("clean", [(n, r.clean_acc) for n, r in points], dashed=True)],
+            title=f"NFE study: {first.defense}", x_label="NFE", y_label="expected accuracy", log_x=True, y_range=(0, 1)))
+    by_eot = {eot: r for r, eot in same if r.nfe == first.nfe and isinstance(eot, int)}
+    if len(by_eot) > 2:
+        points = sorted(by_eot.items())
+        plots.append(line_chart(
+            [Series("robust", [(e, r.robust_acc) for e, r in points], [(r.robust_ci_low, r.robust_ci_high) for _, r in points])],
+            title=f"EoT study: {first.defense}", x_label="EoT samples", y_label="expected accuracy", log_x=True,
+            y_range=(0, 1)))
+    return plots
+
+
+_card_cache: dict[str, dict[str, Any]] = {}
+
+
+def _card(defense: str) -> dict[str, Any]:
+    if defense not in _card_cache:
+        _card_cache[defense] = DEFENSES.get(defense).card()
+    return _card_cache[defense]
+
+
+def _render_entries(env: Any, rows: list[RecordRow], folder: Path, built_at: str) -> int:
+    """One page per entry (card, runs, plots) into ``folder``; returns the number of entries."""
+    by_entry: dict[str, list[RecordRow]] = defaultdict(list)
+    for row in rows:
+        by_entry[row.entry].append(row)
+    entry_template = env.get_template("entry.html")
+    sweeps = _sweep_index(rows)
+    for entry, entry_rows in by_entry.items():
+        entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting))
+        plots = _entry_plots(entry_rows) + _study_curves(entry_rows, sweeps)
+        runs = [(parsed(r), r.path, r.attack_label) for r in entry_rows]
+        (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
+            entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root=".."),
+            encoding="utf-8")
+    return len(by_entry)
+
+
+def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
+    """Validate and ingest every record under ``records_dir`` and render the site into ``out``.
+    Raises :class:`BenchError` listing every invalid record (nothing is rendered then)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    started = time.perf_counter()
+    pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
+    if errors:
+        raise BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
+    paths = [file.relative_to(records_dir) for file, _ in pairs]
+    records = [record for _, record in pairs]
+    staging = out.with_name(out.name + ".building")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "entries").mkdir(parents=True)
+    (staging / "tables").mkdir()
+    database = staging / "leaderboard.sqlite"
+    _parsed.clear()
+    _parsed.update({str(path): record for path, record in zip(paths, records)})
+    ingest(list(zip(paths, records)), database)
+    engine = create_engine(f"sqlite:///{database}")
+    with Session(engine) as session:
+        rows = list(session.scalars(select(RecordRow)))
+        session.expunge_all()
+    engine.dispose()
+    tables = build_tables(rows)
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
+    env.filters["paper_url"] = paper_url
+    built_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for table in tables:
+        (staging / "tables" / f"{table.table_id}.csv").write_text(_table_csv(table), encoding="utf-8")
+    (staging / "index.html").write_text(env.get_template("index.html").render(
+        tables=tables, attack_columns=leaderboard_attacks(), built_at=built_at, n_records=len(rows), root="."), encoding="utf-8")
+    entries = _render_entries(env, rows, staging / "entries", built_at)
+    shutil.copytree(STATIC, staging / "assets")
+    for path in paths:  # the downloadable records, exactly the validated files
+        target = staging / "records" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(records_dir / path, target)  # same filesystem: no copy needed (records are immutable inputs)
+        except OSError:
+            shutil.copyfile(records_dir / path, target)
+    (staging / "records").mkdir(exist_ok=True)
+    (staging / "records" / "index.json").write_text(json.dumps([str(p) for p in paths], indent=1), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.replace(out)
+    return {"records": len(rows), "entries": entries, "tables": len(tables),
+            "seconds": time.perf_counter() - started, "out": str(out)}

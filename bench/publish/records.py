@@ -1,0 +1,335 @@
+"""Result records: one JSON file per run under ``results/``, the leaderboard's source of truth.
+
+``bench export RUN`` writes ``results/<dataset>/<threat model>/<entry>__<attack>__<setting>.json``;
+``bench validate PATH...`` checks records against :class:`Record` (pydantic) plus rules a schema
+cannot express: known defense/attack names, CIs that contain their accuracy, and accuracies that
+follow from the per-sample outcomes stored in the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from bench.core.attack import ATTACKS
+from bench.core.defense import DEFENSES
+from bench.core.errors import BenchError
+
+SCHEMA_VERSION = 1
+Unit = Field(ge=0.0, le=1.0)
+
+
+class Interval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    acc: float = Unit
+    ci_low: float = Unit
+    ci_high: float = Unit
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if not self.ci_low - 1e-9 <= self.acc <= self.ci_high + 1e-9:
+            raise ValueError(f"CI [{self.ci_low}, {self.ci_high}] does not contain acc {self.acc}")
+        return self
+
+
+class Accuracies(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expected: Interval
+    worst: Interval
+    majority: Interval
+
+
+class DefenseInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any]
+    nfe: int = Field(ge=0)
+    paper: str = ""
+    diffusion_model: str = ""
+    addt: bool = False
+
+
+class AttackInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any]
+    unreliable: bool = False
+
+
+class DatasetInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["toy", "cifar10", "cifar100"]
+    n_samples: int = Field(ge=1)
+    sample_indices: list[int]
+
+
+class ThreatModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    norm: Literal["linf", "l2"]
+    eps: float = Field(gt=0.0)
+
+
+class Cost(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    wall_seconds: float = Field(ge=0.0)
+    attack_seconds: float = Field(ge=0.0)
+    device: str
+
+
+class Samples(BaseModel):
+    """Per-sample outcomes: how many of the ``eval_draws`` draws were correct."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: list[int]
+    clean_correct: list[int]
+    adv_correct: list[int]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1]
+    run_id: str = Field(min_length=1, max_length=64)
+    entry: str = Field(min_length=1, max_length=200)
+    defense: DefenseInfo
+    attack: AttackInfo
+    setting: str = Field(pattern=r"^(white|dw_fwd|dw_both|dw_semi:[1-9][0-9]*)$")
+    classifier: str
+    dataset: DatasetInfo
+    threat_model: ThreatModel
+    eval_draws: int = Field(ge=1)
+    clean: Accuracies
+    robust: Accuracies
+    attack_reported: Interval | None = None
+    cost: Cost
+    seed: int
+    git_commit: str | None
+    package_versions: dict[str, str | None]
+    created_at: str
+    finished_at: str | None
+    samples: Samples
+    _text: str = PrivateAttr(default="")  # the file as read, stored verbatim by the site build
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Record:
+        n, k = self.dataset.n_samples, self.eval_draws
+        if len(self.dataset.sample_indices) != n:
+            raise ValueError(f"dataset.sample_indices has {len(self.dataset.sample_indices)} entries, n_samples is {n}")
+        samples = self.samples
+        for name, values in (("label", samples.label), ("clean_correct", samples.clean_correct),
+                             ("adv_correct", samples.adv_correct)):
+            if len(values) != n:
+                raise ValueError(f"samples.{name} has {len(values)} entries, n_samples is {n}")
+            if name != "label" and values and (min(values) < 0 or max(values) > k):
+                raise ValueError(f"samples.{name} has counts outside 0..eval_draws={k}")
+        for part, counts in (("clean", samples.clean_correct), ("robust", samples.adv_correct)):
+            stated = getattr(self, part).expected.acc
+            derived = sum(counts) / (n * k)
+            if abs(stated - derived) > 1e-6:
+                raise ValueError(f"{part}.expected.acc {stated} does not follow from the per-sample outcomes ({derived:.6f})")
+        return self
+
+
+class RecordError(BenchError):
+    """A record file failed validation; the message names the file, the field and the problem."""
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<record>"
+
+
+def validate_record(data: Any, path: Path | str = "<record>", known_defenses: set[str] | None = None,
+                    known_attacks: set[str] | None = None) -> Record:
+    """Parse and check one record (a dict, or the JSON text of one); raises
+    :class:`RecordError` listing every problem."""
+    try:
+        record = Record.model_validate_json(data) if isinstance(data, (str, bytes)) else Record.model_validate(data)
+    except ValidationError as err:
+        problems = [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise RecordError("\n".join(problems)) from None
+    problems = []
+    if known_defenses is not None and record.defense.name not in known_defenses:
+        problems.append(f"{path}: defense.name: unknown defense {record.defense.name!r} "
+                        f"(valid: {', '.join(sorted(known_defenses))})")
+    if known_attacks is not None and record.attack.name not in known_attacks:
+        problems.append(f"{path}: attack.name: unknown attack {record.attack.name!r} "
+                        f"(valid: {', '.join(sorted(known_attacks))})")
+    if problems:
+        raise RecordError("\n".join(problems))
+    return record
+
+
+def registry_names() -> tuple[set[str], set[str]]:
+    return set(DEFENSES.names()), set(ATTACKS.names())
+
+
+def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None) -> Record:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecordError(f"{path}: cannot read: {err}") from None
+    defenses_known, attacks_known = known if known is not None else registry_names()
+    try:
+        record = validate_record(text, path, defenses_known, attacks_known)
+    except RecordError as err:
+        if "Invalid JSON" in str(err) or "json_invalid" in str(err):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as json_err:
+                raise RecordError(f"{path}: not valid JSON: {json_err.msg} at line {json_err.lineno} "
+                                  f"column {json_err.colno}") from None
+        raise
+    record._text = text
+    return record
+
+
+def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
+    """Validate every ``*.json`` under ``paths``; returns ((file, record) pairs, error messages)."""
+    known = registry_names()
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
+    records, errors = [], []
+    for file in files:
+        try:
+            records.append((file, load_record_file(file, known)))
+        except RecordError as err:
+            errors.append(str(err))
+    return records, errors
+
+
+# -- export -------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-")
+
+
+def threat_label(norm: str, eps: float) -> str:
+    """``linf-8-255`` for ε = 8/255, else ``l2-0.5`` / ``linf-0.25``."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and eps < 1 and norm == "linf":
+        return f"{norm}-{round(k)}-255"
+    return f"{norm}-{eps:g}"
+
+
+def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key=value`` for the options that differ from the defaults; tuples (dataclass defaults)
+    and lists (JSON-stored configs) compare as equal sequences."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return [f"{k}={shown(config[k])}" for k in sorted(config)
+            if k not in ignore and plain(config.get(k)) != plain(defaults.get(k))]
+
+
+def attack_label(name: str, config: dict[str, Any]) -> str:
+    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with its non-default options (the
+    threat model's norm, ε and step size are shown elsewhere)."""
+    import dataclasses
+
+    defaults = dataclasses.asdict(ATTACKS.get(name).config_cls())
+    extra = _non_default(config, defaults, ignore=("norm", "eps", "step_size"))
+    return f"{name}[{','.join(extra)}]" if extra else name
+
+
+def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: str) -> str:
+    """The leaderboard row a record belongs to: defense + non-default options (+ classifier
+    when it is not the dataset's default)."""
+    import dataclasses
+
+    from bench.zoo.classifiers import DEFAULT_CLASSIFIERS
+
+    defaults = dataclasses.asdict(DEFENSES.get(defense).config_cls())
+    options = _non_default(config, defaults)
+    if classifier and classifier != DEFAULT_CLASSIFIERS.get(dataset):
+        options.append(f"classifier={classifier}")
+    return f"{defense}[{','.join(options)}]" if options else defense
+
+
+def record_from_run(run: Any) -> dict[str, Any]:
+    """The record (a JSON-ready dict) of a complete stored run."""
+    if run.status != "complete" or not run.metrics:
+        raise RecordError(f"run {run.id} is {run.status}, not complete; finish it with `bench resume {run.id}`")
+    defense_cls, attack_cls = DEFENSES.get(run.defense), ATTACKS.get(run.attack)
+    rows = sorted(run.samples, key=lambda r: r.position)
+    metrics = run.metrics
+
+    def interval(m: dict[str, float]) -> dict[str, float]:
+        return {"acc": m["acc"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]}
+
+    def accuracies(part: str) -> dict[str, Any]:
+        return {key: interval(metrics[part][key]) for key in ("expected", "worst", "majority")}
+
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.id,
+        "entry": entry_key(run.defense, run.defense_config, run.classifier, run.dataset),
+        "defense": {"name": run.defense, "config": run.defense_config, "nfe": run.nfe, "paper": defense_cls.paper,
+                    "diffusion_model": defense_cls.model_files.get(run.dataset, ""), "addt": defense_cls.addt},
+        "attack": {"name": run.attack, "config": run.attack_config, "unreliable": attack_cls.unreliable},
+        "setting": run.setting,
+        "classifier": run.classifier,
+        "dataset": {"name": run.dataset, "n_samples": run.n_samples, "sample_indices": list(run.sample_indices)},
+        "threat_model": {"norm": run.norm, "eps": run.eps},
+        "eval_draws": run.eval_draws,
+        "clean": accuracies("clean"),
+        "robust": accuracies("robust"),
+        "attack_reported": interval(metrics["attack_reported"]) if "attack_reported" in metrics else None,
+        "cost": {"wall_seconds": run.wall_seconds, "attack_seconds": run.attack_seconds or 0.0, "device": run.device},
+        "seed": run.seed,
+        "git_commit": run.git_commit,
+        "package_versions": run.package_versions,
+        "created_at": run.created_at.isoformat(timespec="seconds"),
+        "finished_at": run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
+        "samples": {
+            "label": [r.label for r in rows],
+            "clean_correct": [sum(int(p == r.label) for p in r.clean_preds) for r in rows],
+            "adv_correct": [sum(int(p == r.label) for p in r.adv_preds) for r in rows],
+        },
+    }
+    record["_attack_label"] = attack_label(run.attack, run.attack_config)
+    return record
+
+
+def dumps_record(value: Any, indent: int = 0) -> str:
+    """JSON with one key per line but lists of numbers on one line (reviewable diffs, small files)."""
+    pad = " " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad}{json.dumps(k)}: {dumps_record(v, indent + 1)}" for k, v in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(pad + dumps_record(v, indent + 1) for v in value) + "\n" + " " * indent + "]"
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list) else json.dumps(value)
+
+
+def record_path(root: Path, record: dict[str, Any]) -> Path:
+    threat = threat_label(record["threat_model"]["norm"], record["threat_model"]["eps"])
+    name = f"{_slug(record['entry'])}__{_slug(record.pop('_attack_label', record['attack']['name']))}__{_slug(record['setting'])}.json"
+    return root / record["dataset"]["name"] / threat / name
+
+
+def export_run(run: Any, root: Path) -> Path:
+    """Write the record of ``run`` under ``root`` atomically (validated first); returns its path."""
+    record = record_from_run(run)
+    path = record_path(root, record)
+    validate_record(record, path, *registry_names())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps_record(record) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

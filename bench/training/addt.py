@@ -1,0 +1,343 @@
+"""ADDT: Adversarial Denoising Diffusion Training (ADDT paper Sec. 5, Algorithm 1, App. E/I).
+
+Pieces, each a small function or class:
+
+- :func:`rbgm` — Rank-Based Gaussian Mapping: per image and channel, a fresh Gaussian sample
+  re-ordered so its ranks equal the ranks of δ (output is exactly a permutation of the sample).
+- :func:`lambda_schedule` — Eq. 7: λ_t = clip(γ_t λ_unit, λ_min, λ_max), γ_t = a_t / s_t.
+- a backbone is a diffusion family (:mod:`bench.families`): how it noises (x_t = a x0 + s n),
+  predicts x̂0 in one step and computes its training loss:
+
+  * DDPM/DDIM (``UNet2DModel``, discrete t ~ U{0..T-1}): a = sqrt(ᾱ_t), s = sqrt(1-ᾱ_t);
+  * VP-SDE DDPM++ (NCSN++, continuous t ~ U(1e-5, 1), label 999 t): a, s = VP marginal;
+  * EDM (``EDMPrecond``, ln σ ~ N(-1.2, 1.2²)): in σ parametrisation x_σ = x0 + σ n, i.e.
+    a = 1, s = σ. Since x_t / sqrt(ᾱ) = x0 + (s/a) n for VP, σ plays s/a, so γ = a/s = 1/σ and
+    λ_σ = clip(λ_unit / σ, λ_min, λ_max); the mixture n' = sqrt(1-λ²) ε + λ ε_δ replaces n,
+    and Eq. 8's x0-recovery objective becomes EDM's own weighted x0 loss
+    (σ² + σ_d²)/(σ σ_d)² ‖D(x0 + σ n', σ) − x0‖², exactly the clean EDM loss with n → n'.
+
+  For the VP families Eq. 8 with P(x_t) = (x_t − s ε̂)/a gives γ²‖x0 − P‖² = ‖ε̂ − n'‖²,
+  the ε-MSE against the mixed noise used in Algorithm 1 and the reference code.
+- :func:`cgpo` — Classifier-Guided Perturbation Optimization (Algorithm 1, lines 4-10): δ starts
+  small and random; each iteration draws ε, maps ε_δ = RBGM(δ), forms x'_t (Eq. 6), predicts
+  x̂0, classifies it with the frozen classifier and adds ∇_{ε_δ} CE to δ.
+- ``variant="linf"`` (ADDT_ℓ∞, App. I): δ is a 5-step ℓ∞ PGD perturbation of the image
+  (‖δ‖∞ ≤ ε in [0, 1] units, i.e. 2ε for the model's [-1, 1]), mixed as
+  x' = a x0 + s (ε + λ δ) with λ = clip(γ, 0, 10) (λ_unit 1, λ_max 10), so that for most t
+  λ s δ = a δ: the diffused adversarial image. Our reading of App. I, which gives only λ.
+- :func:`train` — the loop: AdamW, gradient clipping, EMA, stateless per-step randomness
+  (seeded by (seed, step)), periodic safetensors checkpoints with JSON metadata, and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.core.errors import ConfigError
+from bench.core.noise import derive_seed
+from bench.families import FAMILIES, Family
+
+log = logging.getLogger(__name__)
+
+
+def rbgm(delta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rank-Based Gaussian Mapping. delta (B, C, H, W) -> (B, C, H, W): for each (b, c) a fresh
+    N(0, 1) sample of H*W values, placed so that its ranks equal those of delta[b, c]."""
+    flat = delta.detach().reshape(delta.shape[0] * delta.shape[1], -1)
+    sample = torch.randn(flat.shape, generator=generator, dtype=torch.float32).to(flat.device, flat.dtype)
+    sorted_sample, _ = sample.sort(dim=1)
+    ranks = flat.argsort(dim=1).argsort(dim=1)
+    return sorted_sample.gather(1, ranks).reshape(delta.shape)
+
+
+def lambda_schedule(gamma: torch.Tensor, unit: float, low: float, high: float) -> torch.Tensor:
+    """Eq. 7: λ = clip(γ λ_unit, λ_min, λ_max), elementwise."""
+    return (gamma * unit).clamp(low, high)
+
+
+# -- CGPO and the ADDT loss ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ADDTConfig:
+    """Defaults are the paper's (Sec. 6.1, App. E; ADDT.sh): λ_unit 0.03, λ ∈ [0, 0.3], 5 CGPO
+    iterations, AdamW lr 2e-4, gradient clipping 1, EMA; 100 epochs at CIFAR scale."""
+
+    variant: Literal["rbgm", "linf"] = "rbgm"
+    lambda_unit: float = 0.03
+    lambda_min: float = 0.0
+    lambda_max: float = 0.3
+    cgpo_iterations: int = 5
+    delta_init_std: float = 1e-3
+    linf_eps: float = 8 / 255  # ADDT_linf only, in [0, 1] image units
+    lr: float = 2e-4
+    batch_size: int = 256
+    epochs: int = 100
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 1000  # optimizer steps
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("rbgm", "linf"):
+            raise ConfigError(f"variant={self.variant!r} must be 'rbgm' or 'linf'")
+        if not 0 <= self.lambda_min <= self.lambda_max:
+            raise ConfigError(f"need 0 <= lambda_min <= lambda_max, got {self.lambda_min}, {self.lambda_max}")
+        if self.variant == "rbgm" and self.lambda_max > 1:
+            raise ConfigError(f"lambda_max={self.lambda_max} > 1 makes sqrt(1 - λ²) undefined for the RBGM mixture")
+        for name in ("cgpo_iterations", "batch_size", "epochs", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+
+    @classmethod
+    def linf(cls, **overrides: Any) -> ADDTConfig:
+        """ADDT_ℓ∞ defaults (App. I): λ_unit 1, λ_max 10."""
+        return cls(**{"variant": "linf", "lambda_unit": 1.0, "lambda_max": 10.0, **overrides})
+
+
+def _classify(classifier: nn.Module, x0_hat: torch.Tensor) -> torch.Tensor:
+    """The classifier takes [0, 1] images; the diffusion models work in [-1, 1]."""
+    return classifier(((x0_hat + 1) / 2).clamp(0, 1))
+
+
+def mixed_input(backbone: Family, x0: torch.Tensor, level: torch.Tensor, eps: torch.Tensor,
+                perturbation: torch.Tensor, lam: torch.Tensor, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x', n'): Eq. 6 for ``rbgm`` (n' = sqrt(1-λ²) ε + λ ε_δ), ε + λ δ for ``linf``."""
+    a, s = (c.to(x0.dtype).view(-1, 1, 1, 1) for c in backbone.coefficients(level))
+    lam = lam.to(x0.dtype).view(-1, 1, 1, 1)
+    noise = (1 - lam**2).sqrt() * eps + lam * perturbation if variant == "rbgm" else eps + lam * perturbation
+    return a * x0 + s * noise, noise
+
+
+def lambdas(backbone: Family, level: torch.Tensor, cfg: ADDTConfig) -> torch.Tensor:
+    a, s = backbone.coefficients(level)
+    return lambda_schedule(a / s, cfg.lambda_unit, cfg.lambda_min, cfg.lambda_max)
+
+
+def cgpo(backbone: Family, model: nn.Module, classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor,
+         level: torch.Tensor, cfg: ADDTConfig, generator: torch.Generator,
+         trace: list[float] | None = None) -> torch.Tensor:
+    """Refine the perturbation for ``cgpo_iterations`` (Algorithm 1, lines 4-10) and return the
+    final one to train on: RBGM(δ) for ``rbgm``, the ℓ∞ PGD perturbation for ``linf``. The
+    classifier loss of each iteration is appended to ``trace`` if given."""
+    lam = lambdas(backbone, level, cfg)
+    was_training = model.training
+    model.eval()
+    params = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        delta = cfg.delta_init_std * torch.randn(x0.shape, generator=generator).to(x0)
+        if cfg.variant == "linf":
+            bound = 2 * cfg.linf_eps  # [0, 1] budget in the model's [-1, 1] units
+            delta = delta.clamp(-bound, bound)
+        for _ in range(cfg.cgpo_iterations):
+            eps = torch.randn(x0.shape, generator=generator).to(x0)
+            mapped = (rbgm(delta, generator) if cfg.variant == "rbgm" else delta).detach().requires_grad_(True)
+            with torch.enable_grad():  # CGPO needs ∇_{ε_δ} even when the caller evaluates without grad
+                x, _ = mixed_input(backbone, x0, level, eps, mapped, lam, cfg.variant)
+                loss = F.cross_entropy(_classify(classifier, backbone.predict_x0(model, x, level)), y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, mapped)
+            if trace is not None:
+                trace.append(loss.item() / x0.shape[0])
+            if cfg.variant == "rbgm":
+                delta = delta + grad  # accumulate ∇_{ε_δ} (RBGM is not differentiable)
+            else:
+                delta = (delta + (bound / 2) * grad.sign()).clamp(-bound, bound)  # PGD step ε/2 (2.5 ε / 5 steps)
+        return rbgm(delta, generator) if cfg.variant == "rbgm" else delta.detach()
+    finally:
+        for p, flag in zip(model.parameters(), params):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def addt_loss(backbone: Family, model: nn.Module, classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor,
+              cfg: ADDTConfig, generator: torch.Generator, cgpo_model: nn.Module | None = None) -> torch.Tensor:
+    """One ADDT objective evaluation (Algorithm 1, lines 2-14) on a batch x0 in [-1, 1].
+    ``cgpo_model`` is the unwrapped network when ``model`` is a DDP wrapper."""
+    level = backbone.sample_levels(x0.shape[0], generator).to(x0.device)
+    perturbation = cgpo(backbone, cgpo_model or model, classifier, x0, y, level, cfg, generator)
+    eps = torch.randn(x0.shape, generator=generator).to(x0)
+    x, noise = mixed_input(backbone, x0, level, eps, perturbation, lambdas(backbone, level, cfg), cfg.variant)
+    return backbone.loss(model, x, level, x0, noise)
+
+
+# -- training loop with checkpoints and exact resume --------------------------------------------
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{index}.{key}"] = value.detach().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the EMA model
+    steps: int
+    seconds: float
+    seconds_per_epoch: float
+    losses: list[float]
+    out_dir: Path
+
+
+def _distributed(device: torch.device | str) -> tuple[int, int, torch.device | str]:
+    """(world size, rank, device) under ``torchrun`` (WORLD_SIZE > 1), initialising the process group."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if str(device).startswith("cuda"):
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+    return world, rank, device
+
+
+def _latest_checkpoint(out_dir: Path, resume: bool, rank: int) -> Path | None:
+    """The newest ``step-*.json`` to resume from; without ``resume`` old checkpoints are moved
+    aside (never mixed into a fresh run)."""
+    latest = sorted(out_dir.glob("step-*.json"))
+    if not resume and latest and rank == 0:
+        aside = out_dir / f"discarded-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for old in out_dir.glob("step-*"):
+            old.replace(aside / old.name)
+        return None
+    return latest[-1] if resume and latest else None
+
+
+@dataclass
+class _TrainState:
+    """What a checkpoint holds: the model, its EMA, the optimizer, the step and the loss history."""
+
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def load(self, meta_path: Path, backbone_name: str, cfg: ADDTConfig) -> None:
+        from safetensors.torch import load_file
+
+        meta = json.loads(meta_path.read_text())
+        if meta["config"] != asdict(cfg) or meta["backbone"] != backbone_name:
+            raise ConfigError(f"{meta_path} was written with a different backbone/config; use another --out or --no-resume")
+        tensors = load_file(str(meta_path.with_suffix(".safetensors")))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+        self.step, self.losses = meta["step"], meta["losses"]
+        log.info("resumed from %s at step %d", meta_path, self.step)
+
+    def save(self, out_dir: Path, meta: dict[str, Any]) -> None:
+        """``step-XXXXXXX.safetensors`` (model, EMA, optimizer tensors) + ``.json`` (the rest)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in self.ema.state_dict().items()})
+        opt_tensors, opt_meta = _optimizer_tensors(self.optimizer)
+        tensors.update(opt_tensors)
+        path = out_dir / f"step-{self.step:07d}.safetensors"
+        save_file(tensors, str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+        meta = {**meta, "step": self.step, "losses": self.losses, "optimizer": opt_meta}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+def train(backbone_name: str, model: nn.Module, classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+          cfg: ADDTConfig, out_dir: Path, metadata: dict[str, Any] | None = None, resume: bool = True,
+          progress: Callable[[int, int, float], None] | None = None, stop_after: int | None = None,
+          device: torch.device | str = "cpu") -> TrainResult:
+    """Fine-tune ``model`` with ADDT on ``images`` (N, C, H, W) in [-1, 1] with ``labels``.
+
+    Checkpoints ``step-XXXXXXX.safetensors`` (model, EMA, optimizer) + ``.json`` (metadata) go to
+    ``out_dir`` every ``checkpoint_every`` steps and at the end; with ``resume`` the latest one is
+    loaded and training continues identically (all randomness is derived from (seed, step)).
+    ``stop_after`` ends early after that many steps (a checkpoint is written), e.g. for tests.
+    Under ``torchrun`` (WORLD_SIZE > 1) each rank takes its share of every batch and gradients
+    are averaged with DistributedDataParallel; rank 0 writes the checkpoints.
+    """
+    import copy
+
+    family = FAMILIES[backbone_name]()
+    world, rank, device = _distributed(device)
+    model = model.to(device).train()
+    classifier = classifier.to(device).eval().requires_grad_(False)
+    state = _TrainState(model, copy.deepcopy(model).eval().requires_grad_(False),
+                        torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
+    model.requires_grad_(True)
+    steps_per_epoch = images.shape[0] // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {images.shape[0]} training images")
+    total = steps_per_epoch * cfg.epochs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latest = _latest_checkpoint(out_dir, resume, rank)
+    if latest is not None:
+        state.load(latest, backbone_name, cfg)
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    meta = {"backbone": backbone_name, "config": asdict(cfg), "total_steps": total, **(metadata or {})}
+    started, first_step = time.perf_counter(), state.step
+    while state.step < total:
+        epoch, index = divmod(state.step, steps_per_epoch)
+        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "epoch", epoch)))
+        batch = order[index * cfg.batch_size:(index + 1) * cfg.batch_size][rank::world]
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", state.step, rank))
+        loss = addt_loss(family, trained, classifier, images[batch].to(device), labels[batch].to(device), cfg,
+                         generator, cgpo_model=model)
+        _optimizer_step(state, loss, cfg)
+        if progress:
+            progress(state.step, total, loss.item())
+        stopping = stop_after is not None and state.step - first_step >= stop_after
+        if rank == 0 and (state.step % cfg.checkpoint_every == 0 or state.step == total or stopping):
+            state.save(out_dir, {**meta, "epoch": state.step / steps_per_epoch})
+        if stopping:
+            break
+    seconds = time.perf_counter() - started
+    done = max(state.step - first_step, 1)
+    return TrainResult(state.ema, state.step, seconds, seconds / done * steps_per_epoch, state.losses, out_dir)
+
+
+def _optimizer_step(state: _TrainState, loss: torch.Tensor, cfg: ADDTConfig) -> None:
+    """Backward, clip, AdamW step, EMA update; advances ``state.step`` and records the loss."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"ADDT loss is {loss.item()} at step {state.step}; lower --lr or check the base model")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    with torch.no_grad():
+        for p_ema, p in zip(state.ema.parameters(), state.model.parameters()):
+            p_ema.lerp_(p, 1 - cfg.ema_decay)
+    state.losses.append(round(loss.item(), 6))
+    state.step += 1

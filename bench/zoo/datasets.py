@@ -1,0 +1,102 @@
+"""Evaluation datasets: images (N, C, H, W) float32 in [0, 1] and int64 labels.
+
+- ``toy``: scikit-learn's bundled handwritten digits (1,797 real 8x8 grey images, no
+  download); samples 0..1196 train the toy models, 1197..1796 (600) are the test split.
+- ``cifar10`` / ``cifar100``: the torchvision test sets (10,000 images), downloaded to
+  ``$BENCH_DATA_DIR`` (default ``~/.cache/dbp-bench/data``) on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.core.errors import ConfigError, MissingAssetError, UnknownNameError
+
+DATASETS = ("toy", "cifar10", "cifar100")
+TOY_TRAIN_SIZE = 1197
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BENCH_DATA_DIR", Path.home() / ".cache" / "dbp-bench" / "data"))
+
+
+def load_digits_split(train: bool) -> Split:
+    """The toy split: scikit-learn digits scaled from 0..16 to [0, 1], shape (N, 1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    part = slice(0, TOY_TRAIN_SIZE) if train else slice(TOY_TRAIN_SIZE, None)
+    return Split("toy", images[part].contiguous(), labels[part].contiguous(), 10)
+
+
+def load_test_split(name: str) -> Split:
+    """The test split of dataset ``name`` (one of :data:`DATASETS`)."""
+    if name == "toy":
+        return load_digits_split(train=False)
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name)
+    raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
+
+
+def _load_cifar(name: str, train: bool = False) -> Split:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    root = data_dir()
+    try:
+        # torchvision checks every batch file's MD5 against the official release before reading
+        # its pickles, so only the published files are ever unpickled.
+        from bench.zoo.hub import offline
+
+        dataset = cls(root=str(root), train=train, download=not offline())
+    except Exception as err:  # network errors surface as many types (URLError, OSError, ...)
+        raise MissingAssetError(
+            f"could not load the {name} test set from {root} ({type(err).__name__}: {err}). "
+            f"Download it where the network allows (torchvision.datasets."
+            f"{cls.__name__}(root='{root}', train={train}, download=True)) or set BENCH_DATA_DIR "
+            "to a folder that holds it."
+        ) from err
+    images = torch.tensor(dataset.data).permute(0, 3, 1, 2).float() / 255.0
+    labels = torch.tensor(dataset.targets, dtype=torch.int64)
+    return Split(name, images.contiguous(), labels, 100 if name == "cifar100" else 10)
+
+
+def load_train_split(name: str) -> Split:
+    """The training split of dataset ``name`` (for ADDT fine-tuning)."""
+    if name == "toy":
+        return load_digits_split(train=True)
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, train=True)
+    raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
+
+
+def select_indices(split: Split, n_samples: int | None, start: int = 0) -> list[int]:
+    """The first ``n_samples`` test indices from ``start`` (the paper uses the first N)."""
+    total = len(split)
+    if n_samples is None:
+        n_samples = total - start
+    if n_samples < 1:
+        raise ConfigError(f"--n-samples must be at least 1, got {n_samples}")
+    if start < 0 or start + n_samples > total:
+        raise ConfigError(
+            f"--n-samples {n_samples} from index {start} exceeds the {split.name} test split, "
+            f"which holds {total} images (valid: 1..{total - start})"
+        )
+    return list(range(start, start + n_samples))

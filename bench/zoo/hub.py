@@ -1,0 +1,296 @@
+"""Model files: a checksummed registry, a local cache and a resumable HTTP download.
+
+Three sources: Hugging Face hub entries go through ``huggingface_hub`` (its own cache, revision
+pinning and resume), Google Drive entries through ``gdown`` (Drive's confirm-token dance for
+large files), and plain URLs (NVIDIA CDN, heibox) through a resumable HTTP download written
+here by hand: a Range request plus checksum verification is a few dozen lines and no library
+among our dependencies does exactly that.
+
+Files live in ``$BENCH_CACHE`` (default ``~/.cache/dbp-bench/models``). With ``BENCH_OFFLINE=1``
+nothing is downloaded and a missing file raises an error naming the exact path to place it at.
+A file already in the cache whose checksum does not match is never deleted (it may be the
+user's); the error says so. Partial downloads go to ``<name>.part`` and are resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import MissingAssetError
+from bench.core.registry import Registry
+from bench.zoo.toy import ASSETS, TOY_FILES
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One downloadable file. ``sha256`` / ``md5`` pin its content when known."""
+
+    name: str
+    filename: str
+    urls: tuple[str, ...]
+    description: str
+    license: str
+    original_format: str
+    sha256: str | None = None
+    md5: str | None = None
+    hf_repo: str | None = None  # Hugging Face hub repo id; ``filename`` is then the file in it
+    hf_revision: str = "main"
+    gdrive_id: str | None = None  # Google Drive file id (downloaded with gdown)
+    converter: str = ""  # "module:function" turning the file into our torch module
+    produce: str = ""  # for files with no public source: the command that creates them
+    bundled: bool = False  # shipped inside the package (the toy suite), checked by its manifest
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Human-readable download locations, first the preferred one."""
+        hub_url = (f"https://huggingface.co/{self.hf_repo}/blob/{self.hf_revision}/{self.filename}",) if self.hf_repo else ()
+        drive = (f"https://drive.google.com/uc?id={self.gdrive_id}",) if self.gdrive_id else ()
+        return hub_url + drive + self.urls
+
+
+MODEL_FILES: Registry[ModelFile] = Registry("model file")
+for _entry in (
+    ModelFile(
+        name="ddpm-cifar10-pesser-ema",
+        filename="pesser_ema_cifar10.ckpt",
+        urls=("https://heibox.uni-heidelberg.de/f/2e4f01e2d9ee49bab1d5/?dl=1",),
+        description="Ho et al. DDPM CIFAR-10, EMA, 790k steps (pesser/pytorch_diffusion ema_cifar10), used by GDMP",
+        license="converted from the DDPM TensorFlow release",
+        original_format="torch state_dict (pytorch_diffusion Model names)",
+        md5="1fa350b952534ae442b1d5235cce5cd3",
+        converter="bench.zoo.converters:load_pesser_ddpm",
+    ),
+    ModelFile(
+        name="ddpm-cifar10-google",
+        filename="diffusion_pytorch_model.safetensors",
+        urls=(),
+        hf_repo="google/ddpm-cifar10-32",
+        # the commit that added the safetensors file (refs/pr/14, merged into main): pinning the
+        # revision pins the content, since the hub's git tree records the file's LFS SHA-256
+        hf_revision="30eb34ce06e995c15ec349bc188a86d6bd0d5359",
+        description="Ho et al. DDPM CIFAR-10 in diffusers format (google/ddpm-cifar10-32), used by dp_ddpm/dp_ddim",
+        license="Apache-2.0",
+        original_format="safetensors, diffusers UNet2DModel names",
+        converter="bench.zoo.converters:load_google_ddpm",
+    ),
+    ModelFile(
+        name="scoresde-vp-cifar10-ddpmpp-deep-continuous",
+        filename="checkpoint_8.pth",
+        urls=(),
+        gdrive_id="16_-Ahc6ImZV5ClUc0vM5Iivf8OJ1VSif",
+        description="Score SDE VP DDPM++ deep continuous CIFAR-10 (score_sde_pytorch), used by diffpure/diffpure_pc",
+        license="Apache-2.0",
+        original_format="torch.save dict(optimizer, model, ema{shadow_params}, step)",
+        converter="bench.zoo.converters:load_score_sde",
+    ),
+    ModelFile(
+        name="edm-cifar10-uncond-vp",
+        filename="edm-cifar10-32x32-uncond-vp.pkl",
+        urls=("https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl",),
+        description="EDM CIFAR-10 unconditional VP (EDMPrecond + SongUNet DDPM++), used by dp_edm",
+        license="CC BY-NC-SA 4.0",
+        original_format="pickle dict(ema, loss_fn, augment_pipe, dataset_kwargs) with embedded class code",
+        converter="bench.zoo.converters:load_edm",
+    ),
+):
+    MODEL_FILES.register(_entry.name)(_entry)
+
+
+for _backbone, _base in (("ddpm", "ddpm-cifar10-google"), ("vp", "scoresde-vp-cifar10-ddpmpp-deep-continuous"),
+                         ("edm", "edm-cifar10-uncond-vp")):
+    MODEL_FILES.register(f"addt-{_backbone}-cifar10")(ModelFile(
+        name=f"addt-{_backbone}-cifar10",
+        filename=f"addt-{_backbone}-cifar10.safetensors",
+        urls=(),
+        description=f"ADDT fine-tune of {_base} (EMA weights written by `bench addt train`)",
+        license=f"as {_base}",
+        original_format="safetensors state_dict of our module (final.safetensors of `bench addt train`)",
+        converter=f"bench.zoo.converters:load_addt_{_backbone}",
+        produce=(f"bench addt train --backbone {_backbone} --dataset cifar10 --classifier robustbench:Standard "
+                 f"--out runs/addt-{_backbone}; the file is runs/addt-{_backbone}/final.safetensors"),
+    ))
+
+
+_TOY_SOURCES = {"ddpm": ("DDPM UNet2DModel", "bench toy train --only ddpm"),
+                "vp": ("VP-SDE NCSN++", "bench toy train --only vp"),
+                "edm": ("EDM SongUNet", "bench toy train --only edm")}
+for _family, (_what, _command) in _TOY_SOURCES.items():
+    for _addt in (False, True):
+        _stem = f"{TOY_FILES[_family]}{'_addt' if _addt else ''}"
+        MODEL_FILES.register(f"toy-{_family}{'-addt' if _addt else ''}")(ModelFile(
+            name=f"toy-{_family}{'-addt' if _addt else ''}",
+            filename=f"{_stem}.safetensors",
+            urls=(),
+            description=f"toy suite {_what} on 8x8 digits{', ADDT fine-tuned' if _addt else ''} (committed)",
+            license="this project's",
+            original_format="safetensors state_dict of our module, SHA-256 in toy_assets/manifest.json",
+            converter=f"bench.zoo.toy:load_toy_{_family}{'_addt' if _addt else ''}",
+            produce=(f"bench addt train --backbone {_family} --dataset toy --classifier toy --toy-assets"
+                     if _addt else _command),
+            bundled=True,
+        ))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "dbp-bench" / "models"))
+
+
+def offline() -> bool:
+    return os.environ.get("BENCH_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, entry: ModelFile) -> None:
+    """Raise if ``path`` does not match the entry's pinned checksum(s)."""
+    for algorithm, expected in (("sha256", entry.sha256), ("md5", entry.md5)):
+        if expected:
+            actual = file_digest(path, algorithm)
+            if actual != expected:
+                raise MissingAssetError(
+                    f"{path} has {algorithm} {actual} but {entry.name} must have {expected}: the file is "
+                    "corrupted, truncated or a different model. It was left untouched; delete or replace it "
+                    f"and run `bench fetch {entry.name}` again."
+                )
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming a previous partial download with
+    an HTTP Range request (restarting if the server ignores it), then rename atomically."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (registry URLs only)
+        resumed = bool(offset) and response.status == 206
+        length = response.headers.get("Content-Length")
+        written = 0
+        with open(part, "ab" if resumed else "wb") as handle:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                handle.write(block)
+                written += len(block)
+    if length is not None and written != int(length):
+        raise OSError(f"download of {url} stopped after {written} of {length} bytes; it will resume from {part}")
+    part.replace(dest)
+
+
+def local_path(entry: ModelFile) -> Path:
+    """Where the cache keeps ``entry`` (hub files get a folder: their names are generic); bundled
+    files live in the package's ``toy_assets/``."""
+    if entry.bundled:
+        return ASSETS / entry.filename
+    if entry.hf_repo:
+        return cache_dir() / entry.name / entry.filename
+    return cache_dir() / entry.filename
+
+
+def _download_hub(entry: ModelFile, dest: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    # HF_ENDPOINT is read at call time (not only at import) so that mirrors and tests work
+    hf_hub_download(repo_id=entry.hf_repo, filename=entry.filename, revision=entry.hf_revision,
+                    local_dir=dest.parent, endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+def _download_gdrive(entry: ModelFile, dest: Path) -> None:
+    import gdown
+
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if gdown.download(id=entry.gdrive_id, output=str(part), quiet=True, resume=True) is None:
+        raise OSError(f"Google Drive refused file id {entry.gdrive_id} (quota or permissions)")
+    part.replace(dest)
+
+
+def _downloaders(entry: ModelFile) -> list[tuple[str, Callable[[], None]]]:
+    dest = local_path(entry)
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if entry.hf_repo:
+        steps.append((entry.sources[0], lambda: _download_hub(entry, dest)))
+    if entry.gdrive_id:
+        steps.append((f"https://drive.google.com/uc?id={entry.gdrive_id}", lambda: _download_gdrive(entry, dest)))
+    steps += [(url, lambda url=url: download(url, dest)) for url in entry.urls]
+    return steps
+
+
+def fetch(name: str) -> Path:
+    """The verified local path of model file ``name``, downloading it first if needed."""
+    entry = MODEL_FILES.get(name)
+    dest = local_path(entry)
+    if entry.bundled:  # checked against its manifest by the converter
+        if not dest.exists():
+            raise MissingAssetError(f"{entry.name}: {dest} is missing; create it with `{entry.produce}` "
+                                    "or restore bench/zoo/toy_assets/ from git")
+        return dest
+    if dest.exists():
+        verify(dest, entry)
+        return dest
+    if not entry.sources:
+        raise MissingAssetError(f"{entry.name} has no public download; create it with `{entry.produce}` "
+                                f"and place the resulting file at {dest}")
+    if offline():
+        raise MissingAssetError(
+            f"{entry.name} is not in the cache and BENCH_OFFLINE is set: download {entry.sources[0]} "
+            f"elsewhere and place it at {dest}"
+        )
+    errors = []
+    for source, run in _downloaders(entry):
+        try:
+            log.info("downloading %s from %s", entry.name, source)
+            run()
+            break
+        except Exception as err:  # noqa: BLE001 - every source failing is reported together below
+            errors.append(f"{source}: {type(err).__name__}: {err}")
+    else:
+        raise MissingAssetError(
+            f"could not download {entry.name} ({'; '.join(errors)}). A partial file, if any, is kept beside "
+            f"{dest} and will be resumed; or place the file at {dest} yourself."
+        )
+    try:
+        verify(dest, entry)
+    except MissingAssetError:
+        dest.replace(dest.with_name(dest.name + ".rejected"))  # our own download: set aside, never used
+        raise
+    if not (entry.sha256 or entry.md5):
+        log.warning("%s has no pinned checksum; its sha256 is %s (pin it in bench/zoo/hub.py)",
+                    entry.name, file_digest(dest, "sha256"))
+    return dest
+
+
+def load_model(name: str) -> Any:
+    """Fetch model file ``name`` and convert it to our torch module with its converter."""
+    import importlib
+
+    entry = MODEL_FILES.get(name)
+    module_name, _, function = entry.converter.partition(":")
+    converter = getattr(importlib.import_module(module_name), function)
+    return converter(fetch(name))
+
+
+def load_network(defense: Any, dataset: str) -> Any:
+    """The network a defense class uses on ``dataset``, from its ``model_files`` map
+    ({dataset: model-file name})."""
+    files = defense.model_files
+    if dataset not in files:
+        raise MissingAssetError(
+            f"{defense.name} has no public {dataset} checkpoint in the model registry (it has: "
+            f"{', '.join(files) or 'none'}). Train one (`bench addt train`) or register a local file in "
+            "bench/zoo/hub.py and name it in the defense's model_files."
+        )
+    return load_model(files[dataset])
