@@ -6,8 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import attacks  # noqa: F401  (registers plug-ins)
-import defenses  # noqa: F401
 from bench.core.defense import DEFENSES, DefendedClassifier
 from bench.core.memory import MemoryPlan
 from bench.core.noise import NoiseSource

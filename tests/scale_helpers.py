@@ -41,8 +41,6 @@ def write_runs(url: str, count: int, worker: int) -> int:
     """Body of one concurrent writer process: ``count`` tiny complete runs into ``url``."""
     import torch
 
-    import attacks  # noqa: F401
-    import defenses  # noqa: F401
     from bench.harness.runner import RunRequest, execute_run, start_run
     from bench.harness.store import open_store
 

@@ -48,6 +48,38 @@ def test_bad_input_gets_one_clear_line(args: list[str], message: str, tmp_path: 
     assert "Traceback" not in err
 
 
+def _stored_runs(db: Path) -> int:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from bench.harness.store import Run, open_store
+
+    with Session(open_store(str(db))) as session:
+        return int(session.scalar(select(func.count()).select_from(Run)) or 0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--defense", "dp_ddpm", "--attack", "aa_standard"], "aa_standard needs a deterministic target"),
+    (["--defense", "dp_ddpm", "--attack", "aa_rand_fixed", "--step-size", "0.1"], "takes no step size"),
+    (["--defense", "dp_ddpm", "--attack", "aa_rand_fixed", "--attack-opt", "step_size=0.1"], "takes no step size"),
+])
+def test_refusals_happen_before_anything_is_stored(args: list[str], message: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    db = tmp_path / "r.sqlite"
+    assert main(["run", *args, "--n-samples", "2", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: ") and message in err and err.count("\n") == 1
+    assert _stored_runs(db) == 0, "a refused run must leave no run row behind"
+
+
+def test_resume_of_an_unknown_id_says_one_thing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    db = tmp_path / "r.sqlite"
+    assert main(["resume", "0123456789ab", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err == "bench: error: no run with id '0123456789ab' in the store; `bench results` lists them\n"
+    assert _stored_runs(db) == 0
+
+
 def _offline_cifar(name: str):
     from bench.core.errors import MissingAssetError
 

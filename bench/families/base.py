@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,3 +47,20 @@ class Family(ABC):
         level = self.sample_levels(x0.shape[0], generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         return self.loss(model, self.noisy(x0, level, noise), level, x0, noise)
+
+
+class EpsilonFamily(Family):
+    """A family whose network predicts the noise ε (DDPM, VP): x̂0 = (x − s·ε̂)/a, ε-MSE loss
+    (Ho et al. Eq. 14; for VP with score = −ε̂/std this is denoising score matching)."""
+
+    @abstractmethod
+    def eps(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The network's noise prediction ε̂ (B, C, H, W) at ``level``."""
+
+    def predict_x0(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        a, s = (c.to(x.dtype).view(-1, 1, 1, 1) for c in self.coefficients(level))
+        return (x - s * self.eps(model, x, level)) / a
+
+    def loss(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor, x0: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.eps(model, x, level), noise)

@@ -10,10 +10,9 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bench.families.base import Family
+from bench.families.base import EpsilonFamily
 
 
 def linear_alphas_cumprod(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -67,7 +66,7 @@ def ancestral_step(x: torch.Tensor, eps: torch.Tensor, a_bar: float, a_bar_prev:
     return mean
 
 
-class DDPMFamily(Family):
+class DDPMFamily(EpsilonFamily):
     """Discrete t ~ U{0..T−1}, a = sqrt(ᾱ_t), s = sqrt(1 − ᾱ_t), ``UNet2DModel`` predicting ε."""
 
     name = "ddpm"
@@ -85,12 +84,3 @@ class DDPMFamily(Family):
 
     def eps(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         return model(x, level).sample
-
-    def predict_x0(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        a, s = (c.to(x.dtype).view(-1, 1, 1, 1) for c in self.coefficients(level))
-        return (x - s * self.eps(model, x, level)) / a
-
-    def loss(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor, x0: torch.Tensor,
-             noise: torch.Tensor) -> torch.Tensor:
-        """ε-MSE (Ho et al. Eq. 14)."""
-        return F.mse_loss(self.eps(model, x, level), noise)

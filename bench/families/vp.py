@@ -12,10 +12,9 @@ import math
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bench.families.base import Family
+from bench.families.base import EpsilonFamily
 
 Number = TypeVar("Number", float, torch.Tensor)
 
@@ -78,7 +77,7 @@ class VPSchedule:
         return x + step * score + (2 * step).sqrt() * z
 
 
-class VPFamily(Family):
+class VPFamily(EpsilonFamily):
     """Continuous t ~ U(1e-5, 1), (a, s) = the VP marginal, NCSN++ called with labels 999 t
     predicting ε (with score = −net/std, the DSM loss is the ε-MSE)."""
 
@@ -95,11 +94,3 @@ class VPFamily(Family):
 
     def eps(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         return model(x, 999 * level.to(x.dtype))
-
-    def predict_x0(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        a, s = (c.to(x.dtype).view(-1, 1, 1, 1) for c in self.coefficients(level))
-        return (x - s * self.eps(model, x, level)) / a
-
-    def loss(self, model: nn.Module, x: torch.Tensor, level: torch.Tensor, x0: torch.Tensor,
-             noise: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.eps(model, x, level), noise)
