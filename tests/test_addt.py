@@ -90,3 +90,118 @@ def test_resume_reproduces_an_uninterrupted_run(backbone, tmp_path) -> None:
     assert whole.steps == second.steps == 6 and whole.losses == second.losses
     a, b = whole.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Scaled(torch.nn.Module):
+    """A classifier whose logits are multiplied by ``scale`` (tiny scale ⇒ tiny input gradients)."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.scale
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = a.flatten().argsort().argsort().double(), b.flatten().argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def test_cgpo_is_scale_free(toy_batch, monkeypatch) -> None:
+    """With gradients of ~1e-9 the ranks RBGM maps must still be the summed gradient's (they were
+    the random start's when the start and the gradients shared one sum)."""
+    import bench.training.addt as addt
+
+    unet, classifier, x0, y = toy_batch
+    seen_inputs: list[torch.Tensor] = []
+    gradients: list[torch.Tensor] = []
+    real_rbgm, real_gradient = addt.rbgm, addt._classifier_gradient
+
+    def recording_rbgm(delta, generator=None):  # noqa: ANN001, ANN202
+        seen_inputs.append(delta.clone())
+        return real_rbgm(delta, generator)
+
+    def recording_gradient(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        grad, loss = real_gradient(*args, **kwargs)
+        gradients.append(grad.clone())
+        return grad, loss
+
+    monkeypatch.setattr(addt, "rbgm", recording_rbgm)
+    monkeypatch.setattr(addt, "_classifier_gradient", recording_gradient)
+    cgpo(DDPMFamily(), unet, _Scaled(classifier, 1e-7), x0[:8], y[:8], torch.full((8,), 50), ADDTConfig(),
+         torch.Generator().manual_seed(0))
+    summed = torch.stack(gradients).sum(0)
+    assert 1e-12 < summed.abs().median() < 1e-6, "the test needs tiny gradients"
+    assert _spearman(seen_inputs[-1], summed) >= 0.99
+
+
+def test_cgpo_perturbation_raises_the_classifier_loss_over_a_gaussian(toy_batch) -> None:
+    """Paired on one batch: the same images, level and ε; CGPO's ε_δ vs a Gaussian of the same norm."""
+    import torch.nn.functional as F
+
+    from bench.training.addt import _classify, mixed_input
+
+    unet, classifier, x0, y = toy_batch
+    family, cfg, level = DDPMFamily(), ADDTConfig(lambda_unit=0.24, lambda_max=0.9), torch.full((32,), 100)
+    perturbation = cgpo(family, unet, classifier, x0, y, level, cfg, torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(2)
+    gaussian = torch.randn(x0.shape, generator=generator)
+    gaussian = gaussian * (perturbation.flatten(1).norm(dim=1) / gaussian.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=generator)
+    lam = lambdas(family, level, cfg)
+
+    def loss(p: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x, _ = mixed_input(family, x0, level, eps, p, lam, "rbgm")
+            return F.cross_entropy(_classify(classifier, family.predict_x0(unet, x, level)), y, reduction="none")
+
+    difference = loss(perturbation) - loss(gaussian)
+    assert difference.mean() > 0 and (difference > 0).float().mean() > 0.5
+
+
+def test_ema_warm_up_follows_diffusers_ema_model(tmp_path) -> None:
+    """The EMA equals the model after the first update (decay 0) and then decays as diffusers'
+    ``EMAModel`` with warm-up: d_k = 1 − (1 + (k − 1))^(−3/4) at update k."""
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import load_file
+
+    from bench.core.defense import DEFENSES
+    from tests.conftest import TinyClassifier
+
+    net = DEFENSES.get("dp_ddpm").for_testing().unet
+    images, labels = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, torch.arange(8)
+    cfg = ADDTConfig(batch_size=4, epochs=1, cgpo_iterations=1, checkpoint_every=1, lr=1e-3)
+    train("ddpm", net, TinyClassifier(), images, labels, cfg, tmp_path)
+    one, two = (load_file(str(tmp_path / f"step-000000{k}.safetensors")) for k in (1, 2))
+    names = [k[6:] for k in one if k.startswith("model.") and f"ema.{k[6:]}" in one]
+    assert names and all(torch.equal(one[f"ema.{n}"], one[f"model.{n}"]) for n in names)
+    reference = EMAModel([torch.nn.Parameter(torch.zeros(1))], decay=0.9999, use_ema_warmup=True, inv_gamma=1.0,
+                         power=0.75)
+    decay = reference.get_decay(2)
+    assert decay == pytest.approx(1 - 2 ** -0.75)
+    for n in names:
+        expected = decay * one[f"ema.{n}"] + (1 - decay) * two[f"model.{n}"]
+        assert torch.allclose(two[f"ema.{n}"], expected, atol=1e-6)
+
+
+def test_training_uses_the_reference_optimizer() -> None:
+    cfg = ADDTConfig()
+    assert (cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay, cfg.ema_decay) == (0.95, 0.999, 1e-6, 0.9999)
+    assert cfg.cgpo_train_mode
+
+
+@pytest.mark.parametrize("backbone", sorted(FAMILIES))
+def test_cgpo_diagnostics_cover_every_band(backbone) -> None:
+    from bench.core.defense import DEFENSES
+    from bench.training.addt import LEVEL_BANDS, cgpo_diagnostics
+    from tests.conftest import TinyClassifier
+
+    name = {"ddpm": "dp_ddpm", "vp": "diffpure", "edm": "dp_edm"}[backbone]
+    defense = DEFENSES.get(name).for_testing()
+    net = {"ddpm": lambda d: d.unet, "vp": lambda d: d.score_net, "edm": lambda d: d.denoiser}[backbone](defense)
+    x0 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rows = cgpo_diagnostics(backbone, net, TinyClassifier(), x0, torch.arange(4), ADDTConfig(cgpo_iterations=2))
+    assert [(r["band_low"], r["band_high"]) for r in rows] == LEVEL_BANDS[backbone]
+    assert all(r["ce_cgpo"] > 0 and r["ce_gaussian"] > 0 and 0 <= r["cgpo_higher"] <= 1 for r in rows)

@@ -15,33 +15,73 @@ log = logging.getLogger(__name__)
 BASE_FILES = {"ddpm": {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"},
               "vp": {"toy": "toy-vp", "cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"},
               "edm": {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp"}}
-# The toy suite's own scale: 9 batches of 128 per epoch, so a faster EMA than CIFAR's 0.9999.
-TOY_DEFAULTS = {"batch_size": 128, "epochs": 40, "ema_decay": 0.99, "checkpoint_every": 100}
+# The toy suite's own scale: 9 batches of 128 per epoch (the EMA warm-up adapts by itself), and
+# λ matched to its threat model. ADDT's perturbation adds λ·s·ε_δ to x_t, per-pixel std λ_unit·a
+# where λ is unclipped; an ℓ∞ attack of ε (in [0, 1] units) moves x_t by a·2ε. CIFAR-10's ratio of
+# the two is 2ε/λ_unit = (16/255)/0.03 = 2.09; the toy's ε = 0.25 keeps it with λ_unit =
+# 0.5/2.09 = 0.24 (0.03 × 0.25/(8/255)). λ_max would scale to 0.3 × 7.97 = 2.4, but the RBGM
+# mixture needs λ ≤ 1 (sqrt(1 − λ²)), so it is capped at 0.9, keeping a tenth of the Gaussian's variance.
+TOY_DEFAULTS = {"batch_size": 128, "epochs": 40, "checkpoint_every": 100}
+TOY_RBGM_LAMBDAS = {"lambda_unit": 0.24, "lambda_max": 0.9}  # ADDT_linf keeps its own λ (App. I)
 
 
 def add_parsers(sub: Any) -> None:
     addt = sub.add_parser("addt", help="ADDT fine-tuning (RBGM + CGPO)")
     addt_sub = addt.add_subparsers(dest="addt_command", required=True)
     train = addt_sub.add_parser("train", help="fine-tune a diffusion backbone with ADDT")
-    train.add_argument("--backbone", required=True, choices=["ddpm", "vp", "edm"],
-                       help="ddpm (dp_ddpm/dp_ddim), vp (diffpure), edm (dp_edm)")
-    train.add_argument("--dataset", default="toy", help="toy | cifar10 (default: toy)")
-    train.add_argument("--classifier", help="guidance classifier spec (default: the dataset's)")
-    train.add_argument("--variant", default="rbgm", choices=["rbgm", "linf"], help="rbgm (ADDT) or linf (ADDT_linf)")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("lambda-unit", float),
-                       ("lambda-max", float), ("cgpo-iterations", int), ("checkpoint-every", int), ("seed", int)):
-        train.add_argument(f"--{name}", type=kind, help="default: the paper's (toy: its own scale)")
+    _shared_flags(train)
     train.add_argument("--out", help="checkpoint folder (default runs/addt-<backbone>-<dataset>)")
     train.add_argument("--no-resume", action="store_true", help="start over even if --out holds checkpoints")
     train.add_argument("--toy-assets", action="store_true", help="also install the result as the committed toy ADDT model")
     train.add_argument("--device", default="cpu")
     train.set_defaults(func=run_train)
 
+    diagnose = addt_sub.add_parser("diagnose", help="CGPO's ε_δ vs a Gaussian of the same norm: classifier "
+                                   "cross-entropy on x̂0 per noise-level band (base model, training images)")
+    _shared_flags(diagnose)
+    diagnose.add_argument("--n-images", type=int, default=128, help="training images (default 128)")
+    diagnose.set_defaults(func=run_diagnose)
+
+
+def _shared_flags(parser: Any) -> None:
+    parser.add_argument("--backbone", required=True, choices=["ddpm", "vp", "edm"],
+                        help="ddpm (dp_ddpm/dp_ddim), vp (diffpure), edm (dp_edm)")
+    parser.add_argument("--dataset", default="toy", help="toy | cifar10 (default: toy)")
+    parser.add_argument("--classifier", help="guidance classifier spec (default: the dataset's)")
+    parser.add_argument("--variant", default="rbgm", choices=["rbgm", "linf"], help="rbgm (ADDT) or linf (ADDT_linf)")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("lambda-unit", float),
+                       ("lambda-max", float), ("cgpo-iterations", int), ("checkpoint-every", int), ("seed", int)):
+        parser.add_argument(f"--{name}", type=kind, help="default: the paper's (toy: its own scale)")
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    from bench.training.addt import cgpo_diagnostics
+    from bench.zoo.classifiers import default_classifier, load_classifier
+    from bench.zoo.datasets import load_train_split
+
+    cfg = _config(args)
+    spec = args.classifier or default_classifier(args.dataset)
+    split = load_train_split(args.dataset)
+    x0, y = split.images[: args.n_images] * 2 - 1, split.labels[: args.n_images]
+    rows = cgpo_diagnostics(args.backbone, _base_model(args.backbone, args.dataset), load_classifier(args.dataset, spec),
+                            x0, y, cfg, seed=cfg.seed)
+    level = "σ" if args.backbone == "edm" else "t"
+    print(f"CGPO diagnostics: {args.backbone} on {args.dataset}, {len(y)} training images, λ_unit {cfg.lambda_unit}, "
+          f"λ_max {cfg.lambda_max}, {cfg.cgpo_iterations} iterations; classifier {spec}")
+    print(f"| {level} band | mean λ | CE with CGPO ε_δ | CE with Gaussian (same norm) | paired difference | CGPO higher |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| [{r['band_low']:g}, {r['band_high']:g}) | {r['lambda_mean']:.3f} | {r['ce_cgpo']:.4f} | "
+              f"{r['ce_gaussian']:.4f} | {r['difference']:+.4f} | {r['cgpo_higher']:.2f} |")
+    return 0
+
 
 def _config(args: argparse.Namespace) -> Any:
     from bench.training.addt import ADDTConfig
 
-    values: dict[str, Any] = dict(TOY_DEFAULTS) if args.dataset == "toy" else {}
+    values: dict[str, Any] = {}
+    if args.dataset == "toy":
+        values = {**TOY_DEFAULTS, **(TOY_RBGM_LAMBDAS if args.variant == "rbgm" else {})}
     for field in ("epochs", "batch_size", "lr", "ema_decay", "lambda_unit", "lambda_max", "cgpo_iterations",
                   "checkpoint_every", "seed"):
         if getattr(args, field) is not None:

@@ -1,6 +1,6 @@
 """The ``bench`` command line; each subcommand group lives in its own module of this package.
 
-Subcommands: ``ls``, ``show``, ``fetch`` (catalog); ``run``, ``resume``, ``grid``, ``results``
+Subcommands: ``ls``, ``show``, ``fetch`` (catalog); ``run``, ``resume``, ``grid``, ``results``, ``compare``
 (runs); ``export``, ``validate``, ``leaderboard build`` (publish); ``study`` (studies); ``perf``;
 ``toy train``; ``addt train``. Errors a user can fix (:class:`bench.core.errors.BenchError`) print
 one line and exit with code 2.

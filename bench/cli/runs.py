@@ -178,6 +178,18 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.harness.compare import compare, format_comparison, load_evaluation
+    from bench.harness.store import open_store
+
+    needs_store = not all(ref.endswith(".json") for ref in (args.a, args.b))
+    engine = open_store(args.db) if needs_store else None
+    a, b = load_evaluation(args.a, engine), load_evaluation(args.b, engine)
+    result = compare(a, b, resamples=args.resamples, seed=args.seed)
+    print(json.dumps(result, indent=2) if args.json else format_comparison(a, b, result))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
                          epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,3 +250,12 @@ def add_parsers(sub: Any) -> None:
     results.add_argument("--all", action="store_true", help="include running, failed and interrupted runs")
     results.add_argument("--db")
     results.set_defaults(func=_cmd_results)
+
+    compare = sub.add_parser("compare", help="paired difference of two runs or records on the same images")
+    compare.add_argument("a", help="run id (prefix) in the store, or a record file")
+    compare.add_argument("b", help="run id (prefix) in the store, or a record file")
+    compare.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    compare.add_argument("--db")
+    compare.set_defaults(func=_cmd_compare)

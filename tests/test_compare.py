@@ -1,0 +1,41 @@
+"""Paired comparisons: `bench compare` and the paired bootstrap behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli.main import main
+from bench.core.errors import ConfigError
+from bench.core.metrics import paired_difference
+from bench.harness.compare import compare, load_evaluation
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "toy" / "linf-0.25"
+
+
+def test_paired_bootstrap_is_reproducible_and_covers_the_mean() -> None:
+    import random
+
+    rng = random.Random(0)
+    a = [rng.random() for _ in range(50)]
+    b = [x - 0.1 + rng.gauss(0, 0.05) for x in a]
+    first, second = paired_difference(a, b, seed=3), paired_difference(a, b, seed=3)
+    assert first == second
+    assert first["ci_low"] < first["mean"] < first["ci_high"] and first["ci_low"] > 0
+    assert paired_difference(a, a) == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 50, "resamples": 10_000,
+                                       "seed": 0}
+
+
+def test_pairing_needs_the_same_images() -> None:
+    ddpm = load_evaluation(str(RESULTS / "dp_ddpm__pgd_eot__white.json"), None)
+    diffpure = load_evaluation(str(RESULTS / "diffpure__pgd_eot__white.json"), None)
+    with pytest.raises(ConfigError, match="different images"):
+        compare(ddpm, diffpure)
+
+
+def test_bench_compare_on_two_records(capsys: pytest.CaptureFixture) -> None:
+    a, b = RESULTS / "dp_ddpm_addt__pgd_eot__white.json", RESULTS / "dp_ddpm__pgd_eot__white.json"
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "paired over 32 images (same seed and K" in out and "robust" in out and "[" in out
