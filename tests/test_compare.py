@@ -38,4 +38,4 @@ def test_bench_compare_on_two_records(capsys: pytest.CaptureFixture) -> None:
     a, b = RESULTS / "dp_ddpm_addt__pgd_eot__white.json", RESULTS / "dp_ddpm__pgd_eot__white.json"
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
-    assert "paired over 32 images (same seed and K" in out and "robust" in out and "[" in out
+    assert "paired over 256 images (same seed and K" in out and "robust" in out and "[" in out

@@ -72,6 +72,11 @@ def compare(a: Evaluation, b: Evaluation, resamples: int = BOOTSTRAP_RESAMPLES, 
     }
 
 
+def _signed(value: float) -> float:
+    """``value`` without float noise, so that an exact zero prints as +0.0000, not -0.0000."""
+    return round(value, 12) + 0.0
+
+
 def format_comparison(a: Evaluation, b: Evaluation, result: dict[str, Any]) -> str:
     noise = ("same seed and K, so the same evaluation noise keys" if result["same_noise"]
              else "different seeds or K: paired by image only, not by noise")
@@ -83,5 +88,5 @@ def format_comparison(a: Evaluation, b: Evaluation, result: dict[str, Any]) -> s
     for part, ours, theirs in (("clean", a.clean, b.clean), ("robust", a.robust, b.robust)):
         d = result[part]
         lines.append(f"{part:<8}{sum(ours) / len(ours):>8.4f}{sum(theirs) / len(theirs):>8.4f}"
-                     f"{d['mean']:>+12.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
+                     f"{_signed(d['mean']):>+12.4f} [{_signed(d['ci_low']):+.4f}, {_signed(d['ci_high']):+.4f}]")
     return "\n".join(lines)
