@@ -120,8 +120,7 @@ class AttackerQueries(nn.Module):
         logits = self._frozen_logits.clone() if self._frozen_logits is not None else None
         if rows:
             ids = [self.ids[r] for r in rows]
-            sub = StochasticTarget(self.target.model, self.target.setting, self.target.noise, ids,
-                                   self.target.grad_plan, self.target.eval_plan)
+            sub = self.target.subset(ids)
             x_rows = x[rows]
             streams = sub.streams(x_rows)
             noise = sub._stacked_noise(x_rows, self.eot, lambda sid, d: sub.setting.attack_keys(streams, step, d))
@@ -262,7 +261,7 @@ def single_draw_correct(target: StochasticTarget, x: torch.Tensor, y: torch.Tens
 
 
 def _subtarget(target: StochasticTarget, ids: list[int]) -> StochasticTarget:
-    return StochasticTarget(target.model, target.setting, target.noise, ids, target.grad_plan, target.eval_plan)
+    return target.subset(ids)
 
 
 @dataclass

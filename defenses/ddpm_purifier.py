@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from bench.core.defense import Defense, run_step
+from bench.core.defense import Defense, DefenseConfig, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 
 
 @dataclass(frozen=True)
-class TruncatedDiffusionConfig:
+class TruncatedDiffusionConfig(DefenseConfig):
     """Purification schedule shared by ``dp_ddpm`` and ``dp_ddim``.
 
     Attributes:

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.core.defense import Defense, register_defense, run_step
+from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.vp import VPSchedule
 
 
 @dataclass(frozen=True)
-class DiffPureConfig:
+class DiffPureConfig(DefenseConfig):
     """t_star 0.1 for ℓ∞ and 0.075 for ℓ2 in the paper (``--defense-opt t_star=0.075``)."""
 
     t_star: float = 0.1

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.core.defense import Defense, register_defense, run_step
+from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.edm import churn_gammas, heun_step, karras_sigmas
 
 
 @dataclass(frozen=True)
-class DPEDMConfig:
+class DPEDMConfig(DefenseConfig):
     sigma_max: float = 0.5
     sigma_min: float = 0.002
     rho: float = 7.0

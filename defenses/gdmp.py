@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.defense import Defense, register_defense, run_step
+from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.ddpm import (
@@ -42,7 +42,7 @@ DEFAULT_SCALE = {"mse": 60000.0, "ssim": 70000.0, "none": 0.0}
 
 
 @dataclass(frozen=True)
-class GDMPConfig:
+class GDMPConfig(DefenseConfig):
     """``guide_scale`` 0 means the paper's value for the guidance mode."""
 
     guidance: Literal["mse", "ssim", "none"] = "mse"

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.defense import Defense, register_defense
+from bench.core.defense import Defense, DefenseConfig, register_defense
 from bench.core.noise import NoiseBatch, StreamSpec
 
 
 @dataclass(frozen=True)
-class NoneConfig:
+class NoneConfig(DefenseConfig):
     """No options."""
 
 

@@ -11,6 +11,7 @@ from bench.core.memory import MemoryPlan
 from bench.core.noise import NoiseSource
 from bench.core.settings import parse_setting
 from bench.core.target import StochasticTarget
+from bench.core.vote import with_vote
 
 
 class TinyClassifier(nn.Module):
@@ -27,7 +28,7 @@ class TinyClassifier(nn.Module):
 
 def tiny_model(defense_name: str, dtype: torch.dtype = torch.float32, **config: object) -> DefendedClassifier:
     cls = DEFENSES.get(defense_name)
-    defense = cls.for_testing(cls.config_cls(**config) if config else None)
+    defense = with_vote(cls.for_testing(cls.config_cls(**config) if config else None))
     return DefendedClassifier(defense, TinyClassifier()).to(dtype).eval().requires_grad_(False)
 
 
@@ -40,3 +41,19 @@ def make_target(model: DefendedClassifier, setting: str, sample_ids: list[int], 
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return 0.2 + 0.6 * torch.rand(4, 1, 8, 8, generator=generator)
+
+
+def assert_matches_finite_differences(loss, x: torch.Tensor, name: str, tolerance: float, h: float = 1e-6,
+                                      directions: int = 3) -> None:
+    """Central finite differences of the scalar ``loss`` along random directions equal autograd's
+    directional derivative at ``x`` to relative ``tolerance``."""
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(x_req), x_req)
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(directions):
+        v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        with torch.no_grad():
+            numeric = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
+        analytic = (grad * v).sum()
+        rel = abs(float(numeric - analytic)) / max(abs(float(analytic)), 1e-12)
+        assert rel < tolerance, f"{name}: finite differences {float(numeric)} vs autograd {float(analytic)} (rel {rel:.2e})"

@@ -60,7 +60,7 @@ def test_projection_l2_scales_onto_the_sphere() -> None:
     ({"steps": 0}, "steps=0 must be at least 1"),
     ({"eot": 0}, "eot=0"),
     ({"eps": "abc"}, "'abc' is not a valid float"),
-    ({"foo": 1}, "no option\\(s\\) foo; valid options: eot, eps, norm"),
+    ({"foo": 1}, "no option\\(s\\) foo; valid options: eot, eps, loss, norm"),
 ])
 def test_bad_attack_config_errors(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -79,3 +79,49 @@ def test_pgd_breaks_the_undefended_toy_classifier() -> None:
     robust = (target.eval_predictions(x_adv, 1)[:, 0] == y).float().mean()
     assert clean > 0.9
     assert robust <= 0.02, f"robust accuracy {robust:.3f} at eps={eps}"
+
+
+def test_pgd_eot_restarts_only_weak_samples_and_keep_the_attacker_side_best(images) -> None:
+    from attacks.pgd_eot import PGDEoT, PGDEoTConfig
+    from tests.conftest import make_target, tiny_model
+
+    model = tiny_model("dp_ddpm")
+    y = torch.tensor([0, 1, 2, 3])
+    base = PGDEoTConfig(eps=0.1, step_size=0.025, steps=2, eot=2, loss="dlr")
+    one = PGDEoT(base).perturb(make_target(model, "white", [0, 1, 2, 3]), images, y)
+    assert one.info is None  # one run: the last iterate, as in the paper
+    cfg = PGDEoTConfig(eps=0.1, step_size=0.025, steps=2, eot=2, loss="dlr", restarts=3, select_draws=4)
+    target = make_target(model, "white", [0, 1, 2, 3])
+    result = PGDEoT(cfg).perturb(target, images, y)
+    torch.testing.assert_close(result.x_adv[[i for i, r in enumerate(result.info) if r["chosen_by"] == "restart 0"]],
+                               one.x_adv[[i for i, r in enumerate(result.info) if r["chosen_by"] == "restart 0"]])
+    for row in result.info:
+        assert 0 <= row["reported_correct"] <= 1
+    # restart 0 for all 4 samples (2 steps x 2 draws), later restarts only for some
+    assert all(target.cost(s)["gradient_draws"] >= 4 for s in range(4))
+    assert (result.x_adv - images).abs().max() <= 0.1 + 1e-6
+
+
+def test_pgd_eot_rejects_an_unknown_loss() -> None:
+    import pytest
+
+    from attacks.pgd_eot import PGDEoTConfig
+    from bench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loss='hinge'"):
+        PGDEoTConfig(loss="hinge")
+
+
+def test_pgd_eot_select_best_returns_the_best_iterate_under_a_deterministic_target(images) -> None:
+    from attacks.pgd_eot import PGDEoT, PGDEoTConfig
+    from tests.conftest import make_target, tiny_model
+
+    model = tiny_model("dp_ddpm")
+    y = torch.tensor([0, 1, 2, 3])
+    common = dict(eps=0.3, step_size=0.1, steps=4, eot=1)
+    last = PGDEoT(PGDEoTConfig(**common)).perturb(make_target(model, "dw_both", [0, 1, 2, 3]), images, y)
+    target = make_target(model, "dw_both", [0, 1, 2, 3])
+    best = PGDEoT(PGDEoTConfig(**common, select="best")).perturb(target, images, y)
+    correct = lambda x: (target.eval_predictions(x, 1)[:, 0] == y).float()  # noqa: E731
+    assert (correct(best.x_adv) <= correct(last.x_adv)).all()  # dw_both: the attacker's check is the evaluation
+    assert [row["reported_correct"] for row in best.info] == correct(best.x_adv).tolist()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from bench.core.defense import DEFENSES
 from bench.core.noise import NoiseSource
-from tests.conftest import make_target, tiny_model
+from tests.conftest import assert_matches_finite_differences, make_target, tiny_model
 
 PURIFIERS = [name for name in DEFENSES.names() if name != "none"]
 
@@ -23,18 +23,7 @@ def test_gradient_matches_central_finite_differences(name: str) -> None:
     y = torch.tensor([3, 7])
     spec = model.defense.noise_spec((1, 8, 8))
     noise = NoiseSource(0).batch(spec, [0, 1], [{s: ("k",) for s in spec}] * 2).to("cpu", torch.float64)
-    loss = _loss_fn(model, noise, y)
-    x_req = x.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss(x_req), x_req)
-    h = 1e-6
-    generator = torch.Generator().manual_seed(5)
-    for _ in range(4):
-        v = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        with torch.no_grad():
-            numeric = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
-        analytic = (grad * v).sum()
-        rel = abs(float(numeric - analytic)) / max(abs(float(analytic)), 1e-12)
-        assert rel < 1e-6, f"{name}: finite differences {float(numeric)} vs autograd {float(analytic)} (rel {rel:.2e})"
+    assert_matches_finite_differences(_loss_fn(model, noise, y), x, name, 1e-6, directions=4)
 
 
 @pytest.mark.parametrize("name", PURIFIERS)

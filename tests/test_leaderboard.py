@@ -45,6 +45,8 @@ def test_export_writes_a_valid_reviewable_record(exported) -> None:
     assert record.dataset.sample_indices == list(range(6)) and record.eval_draws == 3
     assert record.git_commit is not None and "torch" in record.package_versions
     assert '"clean_correct": [' in paths[0].read_text()  # per-sample lists stay on one line
+    assert [p.m for p in record.rob_m] == [1, 2, 3] and abs(record.rob_m[0].acc - record.robust.expected.acc) < 1e-6
+    assert record.cost.gradient_draws_per_sample == 2 * 2  # pgd_eot steps x EoT under white
 
 
 def _mutate(path: Path, change) -> dict:  # noqa: ANN001
@@ -61,6 +63,8 @@ def _mutate(path: Path, change) -> dict:  # noqa: ANN001
     (lambda d: d["samples"]["adv_correct"].__setitem__(0, 99), "counts outside 0..eval_draws"),
     (lambda d: d.update(setting="grey"), "setting: String should match pattern"),
     (lambda d: d["robust"]["expected"].update(acc=0.0, ci_low=0.0), "does not follow from the per-sample outcomes"),
+    (lambda d: d["rob_m"][1].update(acc=d["rob_m"][1]["acc"] / 2 + 0.01, ci_low=0.0, ci_high=1.0),
+     "rob_m M=2: acc"),
 ])
 def test_malformed_records_fail_with_file_field_and_problem(exported, change, message) -> None:
     _, paths = exported

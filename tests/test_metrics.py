@@ -32,3 +32,26 @@ def test_summarize_expected_worst_majority() -> None:
     assert out["majority"]["acc"] == pytest.approx(2 / 3)  # sample 2 ties 2 vs 5 -> 2
     for part in ("expected", "worst", "majority"):
         assert out[part]["ci_low"] <= out[part]["acc"] <= out[part]["ci_high"]
+
+
+def test_resubmission_estimator_equals_brute_force_over_subsets() -> None:
+    """Rob(M) = C(c, M)/C(K, M) averaged over samples equals, by enumeration, the fraction of
+    M-subsets of each sample's K draws that are all correct (DiffHammer, Theorem 2)."""
+    import itertools
+
+    from bench.core.metrics import resubmission_curve
+
+    k = 5
+    outcomes = [[1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 1, 1, 1]]
+    curve = resubmission_curve([sum(o) for o in outcomes], k)
+    for m in range(1, k + 1):
+        brute = sum(
+            sum(all(o[i] for i in subset) for subset in itertools.combinations(range(k), m))
+            / len(list(itertools.combinations(range(k), m)))
+            for o in outcomes
+        ) / len(outcomes)
+        assert abs(curve[m - 1]["acc"] - brute) < 1e-12
+        assert curve[m - 1]["ci_low"] <= curve[m - 1]["acc"] <= curve[m - 1]["ci_high"]
+    assert curve[0]["acc"] == sum(map(sum, outcomes)) / (k * len(outcomes))  # Rob(1) = expected
+    assert curve[-1]["acc"] == sum(all(o) for o in outcomes) / len(outcomes)  # Rob(K) = worst-of-K
+    assert [p["acc"] for p in curve] == sorted((p["acc"] for p in curve), reverse=True)

@@ -4,8 +4,9 @@ Proof that a refactoring changed no number: the first 4 samples of committed rec
 from their stored configs and seeds (``bench.harness.replay``), must reproduce the stored counts
 of correct evaluation draws exactly (clean and adversarial).
 
-The default set is chosen to be cheap (~1 minute in all): a ``pgd_eot`` record of ``results/``
-(GDMP, whose DDPM maths now comes from ``bench.families``) and an ``aa_rand_fixed`` record in
+The default set is chosen to be cheap (~2 minutes in all on 2 cores): two ``pgd_eot`` records of ``results/``
+(``dp_ddpm`` White-box, whose DDPM maths comes from ``bench.families``, and ``dp_ddim`` under
+``dw_both``) and an ``aa_rand_fixed`` record in
 ``tests/fixtures/records/`` that the pre-restructuring code (commit eef6f67) produced at reduced
 budgets (NFE 10, APGD 20 iterations, EoT 5). ``BENCH_REPLAY_FULL=1`` replays the first 4 samples
 of every record under ``results/`` instead (the published-budget AutoAttack records take ~9 min
@@ -25,7 +26,8 @@ from bench.publish.records import load_record_file
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "toy" / "linf-0.25"
 DEFAULT = [
-    RESULTS / "gdmp-paths=2__pgd_eot__white.json",
+    RESULTS / "dp_ddpm__pgd_eot__white.json",
+    RESULTS / "dp_ddim__pgd_eot__dw_both.json",
     ROOT / "tests" / "fixtures" / "records" / "dp_ddpm-nfe=10__aa_rand_fixed-eot=5,n_iter=20__white.json",
 ]
 RECORDS = sorted((ROOT / "results").rglob("*.json")) if os.environ.get("BENCH_REPLAY_FULL") else DEFAULT

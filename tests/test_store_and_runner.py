@@ -36,13 +36,19 @@ def test_run_is_stored_with_reproducibility_metadata(tmp_path: Path) -> None:
     with Session(engine) as session:
         run = session.get(Run, run_id)
         assert run.status == "complete" and run.n_samples == 6 and run.sample_indices == list(range(6))
-        assert run.defense_config == {"t_star": 100, "nfe": 5, "num_train_timesteps": 1000}
+        assert run.defense_config == {"votes": 1, "t_star": 100, "nfe": 5, "num_train_timesteps": 1000}
         assert run.attack_config["eps"] == 0.25 and run.attack_config["steps"] == 2
         assert run.package_versions["torch"] and run.device.startswith("cpu") and run.nfe == 5
         assert 0 <= run.robust_ci_low <= run.robust_acc <= run.robust_ci_high <= 1
         assert run.wall_seconds > 0
     rows = _per_sample(engine, run_id)
     assert len(rows) == 6 and all(len(r[2]) == 3 and len(r[3]) == 3 for r in rows)
+    # Rob(M) for M = 1..K (Rob(1) = expected, Rob(K) = worst-of-K) and the attack's cost per sample
+    curve = metrics["rob_m"]["adv"]
+    assert [p["m"] for p in curve] == [1, 2, 3]
+    assert abs(curve[0]["acc"] - metrics["robust"]["expected"]["acc"]) < 1e-6
+    assert abs(curve[-1]["acc"] - metrics["robust"]["worst"]["acc"]) < 1e-6
+    assert metrics["cost_per_sample"]["gradient_draws"] == 2 * 2  # steps x EoT, counted by the target
     assert all(r[4] <= 0.25 + 1e-6 for r in rows)
     assert metrics["robust"]["n"] == 6
 

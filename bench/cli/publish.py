@@ -1,4 +1,4 @@
-"""`bench export`, `bench validate`, `bench leaderboard build`: records and the site."""
+"""`bench export`, `bench validate`, `bench verify`, `bench leaderboard build`: records and the site."""
 
 from __future__ import annotations
 
@@ -43,6 +43,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.harness.replay import verify
+    from bench.publish.records import load_record_file
+
+    failed = 0
+    for path in args.records:
+        record = load_record_file(Path(path))
+        result = verify(record, path, samples=args.samples, seed=args.seed)
+        gpu = record.cost.device.startswith("cuda")
+        print(f"{path}: re-ran samples {result.indices} (subset seed {result.seed}): "
+              f"{len(result.indices) - len(result.mismatches)}/{len(result.indices)} identical per-sample outcomes"
+              + (" (GPU record: agreement rate reported, not required to be 1)" if gpu else ""))
+        for stated, rerun in result.mismatches:
+            print(f"  sample {stated.index}: record says clean {stated.clean_correct}/{record.eval_draws}, "
+                  f"adversarial {stated.adv_correct}/{record.eval_draws}; re-run gives clean "
+                  f"{rerun.clean_correct}, adversarial {rerun.adv_correct}", file=sys.stderr)
+        failed += bool(result.mismatches) and not gpu
+    return 1 if failed else 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -65,6 +87,12 @@ def add_parsers(sub: Any) -> None:
     validate = sub.add_parser("validate", help="check record files against the schema")
     validate.add_argument("paths", nargs="+", help="record files or folders")
     validate.set_defaults(func=_cmd_validate)
+
+    verify = sub.add_parser("verify", help="re-run a random subset of a record's samples and compare outcomes")
+    verify.add_argument("records", nargs="+", help="record files")
+    verify.add_argument("--samples", type=int, default=4, help="samples to re-run per record (default 4)")
+    verify.add_argument("--seed", type=int, help="seed of the subset (default: random, printed)")
+    verify.set_defaults(func=_cmd_verify)
 
     leaderboard = sub.add_parser("leaderboard", help="the static leaderboard site")
     lb_sub = leaderboard.add_subparsers(dest="leaderboard_command", required=True)

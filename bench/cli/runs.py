@@ -57,20 +57,31 @@ def _format_summary(run: Any) -> str:
         m = metrics["attack_reported"]
         lines.append(f"{'attack says':<16}{'':<26}{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
                      "  (the attack's own verdict; the rows above are the harness's evaluation)")
+    curve = metrics.get("rob_m", {}).get("adv")
+    if curve:
+        shown = [point for point in curve if point["m"] in sorted({1, 2, 5, 10, draws})]
+        lines.append("resubmission risk Rob(M) (robust under M resubmissions): " + ", ".join(
+            f"M={p['m']} {p['acc']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]" for p in shown))
+    cost = metrics.get("cost_per_sample")
+    if cost:
+        lines.append(f"attack cost per sample: {cost['gradient_draws']:.0f} gradient draws, "
+                     f"{cost['forward_draws']:.0f} forward-only draws")
     return "\n".join(lines)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.core.config import parse_overrides
+    from bench.core.config import parse_overrides, split_entry
     from bench.harness.runner import RunRequest, start_run
     from bench.harness.store import open_store
 
+    defense, entry_options = split_entry(args.defense)  # e.g. dp_ddpm[votes=10]
     request = RunRequest(
-        defense=args.defense, attack=args.attack, setting=args.setting, norm=args.norm, eps=args.eps,
+        defense=defense, attack=args.attack, setting=args.setting, norm=args.norm, eps=args.eps,
         step_size=args.step_size, dataset=args.dataset, classifier=args.classifier, n_samples=args.n_samples, start_index=args.start_index,
         seed=args.seed, eval_draws=args.draws, batch_size=args.batch_size,
-        defense_options=parse_overrides(args.defense_opt), attack_options=_attack_options(args),
+        defense_options={**entry_options, **parse_overrides(args.defense_opt)}, attack_options=_attack_options(args),
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
+        deterministic=not args.nondeterministic,
     )
     engine = open_store(args.db)
     run_id, parts = start_run(engine, request)
@@ -193,7 +204,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
                          epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--defense", required=True, help="defense name (see `bench ls defenses`)")
+    run.add_argument("--defense", required=True, help="defense name (see `bench ls defenses`), optionally with options in entry syntax, e.g. 'dp_ddpm[votes=10]'")
     run.add_argument("--attack", required=True, help="attack name (see `bench ls attacks`)")
     run.add_argument("--setting", default="white", help="white | dw_fwd | dw_both | dw_semi:K (default: white)")
     run.add_argument("--norm", default="linf", help="linf | l2 (default: linf)")
@@ -215,6 +226,9 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 (default float32)")
     run.add_argument("--checkpoint", default="auto", help="never | always | auto (default auto: when over budget)")
+    run.add_argument("--nondeterministic", action="store_true",
+                     help="allow non-deterministic CUDA kernels (default: deterministic algorithms, recorded "
+                          "with the run; every run checks that a recomputed gradient is identical)")
     run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory, half the RAM on CPU)")
     run.add_argument("--db", help="SQLAlchemy URL or SQLite file (default results/bench.sqlite; $BENCH_DB)")
     executor_flags(run)

@@ -1,4 +1,4 @@
-"""`bench study eot|nfe|settings`: diagnostic studies."""
+"""`bench study eot|nfe|settings|budget`: diagnostic studies."""
 
 from __future__ import annotations
 
@@ -26,17 +26,17 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    study = sub.add_parser("study", help="run a diagnostic study: eot | nfe | settings (stored, with a plot)")
-    study.add_argument("name", help="eot | nfe | settings")
+    study = sub.add_parser("study", help="run a diagnostic study: eot | nfe | settings | budget (stored, with a plot)")
+    study.add_argument("name", help="eot | nfe | settings | budget")
     study.add_argument("--defense", help="defense (default dp_ddpm; nfe: dp_ddpm and dp_ddim)")
     study.add_argument("--values", help="comma-separated sweep (eot: 1,2,4,8,16; nfe: 2,5,10,20,50,100; "
-                       "settings: white,dw_fwd,dw_both,dw_semi:8)")
+                       "settings: white,dw_fwd,dw_both,dw_semi:8; budget: fractions 0.25,0.5,1 of each attack's iterations)")
     study.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
     study.add_argument("--n-samples", type=int, default=64, help="images per run (default 64)")
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--draws", type=int, default=10, help="evaluation noise draws K (default 10)")
     study.add_argument("--defense-opt", action="append", metavar="KEY=VALUE")
-    study.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="pgd_eot option")
+    study.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="pgd_eot option (budget: ATTACK.KEY=VALUE, e.g. diffhammer.draws=5)")
     study.add_argument("--out", default="results/studies", help="folder for the plot (default results/studies)")
     study.add_argument("--db", help="SQLAlchemy URL or SQLite path (default results/bench.sqlite)")
     study.set_defaults(func=_cmd_study)

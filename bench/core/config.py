@@ -71,3 +71,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
             raise ConfigError(f"option {item!r} must look like key=value")
         result[key.strip()] = value.strip()
     return result
+
+
+def split_entry(text: str) -> tuple[str, dict[str, str]]:
+    """``"dp_ddpm[votes=10,nfe=10]"`` -> ``("dp_ddpm", {"votes": "10", "nfe": "10"})``: a plug-in
+    name with options in the leaderboard's entry syntax (a bare name has none)."""
+    name, bracket, rest = text.partition("[")
+    if not bracket:
+        return text, {}
+    if not rest.endswith("]") or not name:
+        raise ConfigError(f"{text!r} must look like NAME or NAME[key=value,...]")
+    return name, parse_overrides([item for item in rest[:-1].split(",") if item.strip()])

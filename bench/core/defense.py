@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -12,6 +13,18 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 from bench.core.errors import NonFiniteOutputError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """Options every defense has (defense configs subclass this).
+
+    ``votes``: deploy the defense as a majority vote over ``votes`` independent purifications
+    (DiffBreak's deployment; :class:`bench.core.vote.MajorityVote`), entry ``NAME[votes=N]``;
+    1 = one purification. (GDMP's own ``vote`` option is how its paths are combined.)
+    """
+
+    votes: int = 1
 
 
 class Defense(nn.Module, ABC):
@@ -97,6 +110,14 @@ class Defense(nn.Module, ABC):
         raise NotImplementedError(f"defense {self.name!r} returned several paths but defines no combine()")
 
     @classmethod
+    def build(cls, dataset: str, config: Any) -> Defense:
+        """The defense as deployed: :meth:`pretrained`, wrapped in a majority vote when the
+        config asks for ``votes > 1``."""
+        from bench.core.vote import with_vote
+
+        return with_vote(cls.pretrained(dataset, config))
+
+    @classmethod
     @abstractmethod
     def pretrained(cls, dataset: str, config: Any) -> Defense:
         """The defense with its released weights for ``dataset``; missing weights raise
@@ -147,6 +168,13 @@ class DefendedClassifier(nn.Module):
     ) -> torch.Tensor:
         """Logits (B, num_classes) for ``x`` (B, C, H, W) in [0, 1]. A multi-path defense
         returns (B, paths, C, H, W); each path is classified and ``defense.combine`` votes."""
+        return self.classify(self.purify(x, noise, sample_ids, checkpoint))
+
+    def purify(
+        self, x: torch.Tensor, noise: NoiseBatch, sample_ids: list[int] | None = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """``defense.purify`` with the NaN/Inf guard: raises :class:`NonFiniteOutputError`
+        naming the samples whose purified image is not finite."""
         purified = self.defense.purify(x, noise, checkpoint=checkpoint)
         finite = torch.isfinite(purified.detach()).flatten(1).all(dim=1)
         if not bool(finite.all()):
@@ -156,8 +184,13 @@ class DefendedClassifier(nn.Module):
                 f"defense {self.defense.name!r} produced NaN/Inf purified images for sample "
                 f"index(es) {sorted(set(where))}; no result was stored for them"
             )
-        if purified.dim() == x.dim() + 1:
-            logits = self.classifier(purified.flatten(0, 1)).view(x.shape[0], purified.shape[1], -1)
+        return purified
+
+    def classify(self, purified: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of purified images: (B, C, H, W), or (B, paths, C, H, W)
+        for a multi-path defense (each path classified, then ``defense.combine``)."""
+        if purified.dim() == 5:
+            logits = self.classifier(purified.flatten(0, 1)).view(purified.shape[0], purified.shape[1], -1)
             return self.defense.combine(logits)
         return self.classifier(purified)
 

@@ -78,3 +78,40 @@ def paired_difference(a: list[float], b: list[float], resamples: int = BOOTSTRAP
     low, high = result.confidence_interval
     return {"mean": mean, "ci_low": float(low), "ci_high": float(high), "n": len(a), "resamples": resamples,
             "seed": seed}
+
+
+def resubmission_estimates(correct: list[int], draws: int) -> "np.ndarray":
+    """Per-sample unbiased estimates of Rob(M), M = 1..K: C(c, M) / C(K, M) for a sample with c
+    of K draws correct (DiffHammer, Theorem 2: the fraction of the C(K, M) M-subsets of the K
+    i.i.d. draws that are all correct). Returns (N, K) floats; column M−1 is Rob(M)."""
+    import numpy as np
+    from scipy.special import comb
+
+    counts = np.asarray(correct, dtype=float)[:, None]
+    m = np.arange(1, draws + 1, dtype=float)[None, :]
+    return comb(counts, m) / comb(float(draws), m)
+
+
+def resubmission_curve(correct: list[int], draws: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> list[dict[str, float]]:
+    """Rob(M) for M = 1..K — the probability that a sample survives M independent
+    resubmissions — averaged over samples, each with a 95% bootstrap interval over images
+    (scipy's ``bootstrap``, percentile method, ``resamples`` resamples from ``seed``).
+    Rob(1) is the expected accuracy and Rob(K) the worst-of-K accuracy. ``correct``: correct
+    draws per sample (0..K)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if not correct:
+        return []
+    estimates = resubmission_estimates(correct, draws)
+    means = estimates.mean(axis=0)
+    lows, highs = means.copy(), means.copy()
+    spread = (estimates != estimates[:1]).any(axis=0)
+    if spread.any() and len(correct) > 1:
+        result = bootstrap((estimates[:, spread],), lambda a, axis=-1: a.mean(axis=axis), axis=0, vectorized=True,
+                           n_resamples=resamples, confidence_level=0.95, method="percentile",
+                           rng=np.random.default_rng(seed))
+        lows[spread], highs[spread] = result.confidence_interval
+    return [{"m": m + 1, "acc": float(means[m]), "ci_low": float(min(lows[m], means[m])),
+             "ci_high": float(max(highs[m], means[m]))} for m in range(draws)]

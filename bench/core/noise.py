@@ -77,6 +77,11 @@ class NoiseBatch:
         """Samples ``start:start+length`` of the batch."""
         return NoiseBatch({k: v.narrow(1, start, length) for k, v in self.streams.items()})
 
+    def select(self, rows: Sequence[int] | torch.Tensor) -> NoiseBatch:
+        """The batch rows ``rows`` (in that order, repeats allowed)."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return NoiseBatch({k: v.index_select(1, index.to(v.device)) for k, v in self.streams.items()})
+
     @staticmethod
     def cat(parts: Sequence[NoiseBatch]) -> NoiseBatch:
         names = parts[0].streams.keys()

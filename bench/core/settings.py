@@ -54,7 +54,7 @@ class Setting:
             return self.semi_sets  # the attacker averages over all K known sets
         return requested_eot
 
-    def attack_keys(self, streams: Iterable[str], step: int, draw: int) -> dict[str, Key]:
+    def attack_keys(self, streams: Iterable[str], step: object, draw: int) -> dict[str, Key]:
         """Keys of gradient sample ``draw`` at attack step ``step`` (same for all samples)."""
         if self.kind == "dw_semi":
             return {s: ("semi", draw) for s in streams}

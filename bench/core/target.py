@@ -19,6 +19,9 @@ from bench.core.memory import MemoryPlan
 from bench.core.noise import Key, NoiseBatch, NoiseSource
 from bench.core.settings import Setting
 
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A per-sample loss ``criterion(logits (N, classes), labels (N,)) -> (N,)``."""
+
 
 class StochasticTarget:
     """A defended classifier, a noise source and a setting, for one batch of samples.
@@ -46,6 +49,29 @@ class StochasticTarget:
         self.sample_ids = [int(i) for i in sample_ids]
         self.grad_plan = grad_plan
         self.eval_plan = eval_plan
+        # cost per sample id: purification chains differentiated / run forward only (shared
+        # with every :meth:`subset`, so an attack's sub-batches count too)
+        self.gradient_draws: dict[int, int] = {}
+        self.forward_draws: dict[int, int] = {}
+
+    def subset(self, sample_ids: Sequence[int]) -> StochasticTarget:
+        """The same target for a subset of the batch's samples (sharing the cost counters)."""
+        sub = StochasticTarget(self.model, self.setting, self.noise, sample_ids, self.grad_plan, self.eval_plan)
+        sub.gradient_draws, sub.forward_draws = self.gradient_draws, self.forward_draws
+        return sub
+
+    def reset_cost(self) -> None:
+        self.gradient_draws.clear()
+        self.forward_draws.clear()
+
+    def cost(self, sample_id: int) -> dict[str, int]:
+        """``{"gradient_draws", "forward_draws"}`` spent on ``sample_id`` since the last reset."""
+        return {"gradient_draws": self.gradient_draws.get(sample_id, 0),
+                "forward_draws": self.forward_draws.get(sample_id, 0)}
+
+    def _count(self, counter: dict[int, int], ids: Sequence[int]) -> None:
+        for sid in ids:
+            counter[sid] = counter.get(sid, 0) + 1
 
     # -- noise ----------------------------------------------------------------------
     def _stacked_noise(
@@ -70,14 +96,15 @@ class StochasticTarget:
 
     # -- gradients ------------------------------------------------------------------
     def eot_gradient(
-        self, x: torch.Tensor, y: torch.Tensor, step: int, eot: int
+        self, x: torch.Tensor, y: torch.Tensor, step: object, eot: int, criterion: Criterion | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum over the setting's gradient samples of d CE(f(x; noise_d), y) / dx.
 
         Draws whose noise is identical (e.g. ``dw_fwd`` on a defense whose only noise is the
         forward stream) are computed once and weighted by their multiplicity, which gives the
         same sum at a fraction of the cost. Returns ``(grad, loss)``: grad (B, C, H, W) and
-        the mean CE per sample (B,).
+        the mean loss per sample (B,); the loss is ``criterion(logits, y)`` per sample
+        (default cross-entropy, see :mod:`bench.core.losses`).
         """
         streams, active = self.streams(x), self.active_streams(x)
         counts: dict[tuple[Key, ...], int] = {}
@@ -90,14 +117,15 @@ class StochasticTarget:
         unique = list(first.values())
         noise = self._stacked_noise(x, len(unique), lambda sid, d: unique[d])
         weights = torch.tensor(list(counts.values()), dtype=x.dtype, device=x.device)
-        return self.gradient_with_noise(x, y, noise, len(unique), weights)
+        return self.gradient_with_noise(x, y, noise, len(unique), weights, criterion)
 
     def gradient_with_noise(
-        self, x: torch.Tensor, y: torch.Tensor, noise: NoiseBatch, draws: int, weights: torch.Tensor | None = None
+        self, x: torch.Tensor, y: torch.Tensor, noise: NoiseBatch, draws: int, weights: torch.Tensor | None = None,
+        criterion: Criterion | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient summed over ``draws`` stacked copies of ``x`` with the given noise
         (draw ``d`` weighted by ``weights[d]`` if given)."""
-        grad, loss, _ = self.per_draw_gradients(x, y, noise, draws)
+        grad, loss, _ = self.per_draw_gradients(x, y, noise, draws, criterion)
         if weights is None:
             return grad.sum(0), loss.mean(0)
         shape = (draws, 1, *([1] * (x.dim() - 1)))
@@ -105,7 +133,7 @@ class StochasticTarget:
 
     def per_draw_gradients(
         self, x: torch.Tensor, y: torch.Tensor, noise: NoiseBatch, draws: int,
-        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        criterion: Criterion | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For ``draws`` stacked copies of ``x`` (one forward/backward per memory chunk): the
         gradient of each draw's per-sample ``criterion(logits, y)`` (default cross-entropy)
@@ -115,6 +143,7 @@ class StochasticTarget:
         x_all = x.detach().repeat(draws, *([1] * (x.dim() - 1)))
         y_all = y.repeat(draws)
         ids_all = self.sample_ids * draws
+        self._count(self.gradient_draws, ids_all)
         grad = torch.zeros_like(x_all)
         loss = torch.zeros(x_all.shape[0], dtype=x.dtype, device=x.device)
         logits_all: list[torch.Tensor] = []
@@ -133,18 +162,78 @@ class StochasticTarget:
         return (grad.view(draws, batch, *x.shape[1:]), loss.view(draws, batch),
                 torch.cat(logits_all).view(draws, batch, -1))
 
-    # -- predictions ----------------------------------------------------------------
-    def logits_with_noise(self, x: torch.Tensor, noise: NoiseBatch, draws: int) -> torch.Tensor:
-        """Logits (draws, B, classes) for ``draws`` stacked copies of ``x`` (no grad)."""
+    # -- attacker draws, purification and grafting (DiffHammer) ----------------------
+    def attack_noise(self, x: torch.Tensor, step: object, draws: int) -> tuple[NoiseBatch, int]:
+        """Noise of the setting's gradient samples at attack step ``step`` (an int or any
+        label that keeps this attack's draws apart from others'), stacked draw-major; returns
+        ``(noise, n)`` with ``n = setting.attack_draws(draws)`` (1 under ``dw_both``, K under
+        ``dw_semi:K``)."""
+        streams = self.streams(x)
+        n = self.setting.attack_draws(draws)
+        return self._stacked_noise(x, n, lambda sid, d: self.setting.attack_keys(streams, step, d)), n
+
+    def purify_with_noise(self, x: torch.Tensor, noise: NoiseBatch, draws: int) -> torch.Tensor:
+        """Purified images of ``draws`` stacked copies of ``x`` (no grad): (draws, B, C, H, W),
+        or (draws, B, paths, C, H, W) for a multi-path defense."""
+        purified = self._forward_chunks(self.model.purify, x, noise, draws)
+        return purified.view(draws, x.shape[0], *purified.shape[1:])
+
+    def _forward_chunks(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, noise: NoiseBatch,
+                        draws: int) -> torch.Tensor:
+        """``fn(x_chunk, noise_chunk, ids_chunk)`` over ``draws`` stacked copies of ``x`` in memory-plan
+        chunks, without grad, concatenated (counted as forward draws)."""
         x_all = x.detach().repeat(draws, *([1] * (x.dim() - 1)))
         ids_all = self.sample_ids * draws
+        self._count(self.forward_draws, ids_all)
         outputs = []
         chunk = self.eval_plan.chunk_size
         with torch.no_grad():
             for start in range(0, x_all.shape[0], chunk):
                 stop = min(start + chunk, x_all.shape[0])
-                outputs.append(self.model(x_all[start:stop], noise.narrow(start, stop - start), ids_all[start:stop]))
-        return torch.cat(outputs).view(draws, x.shape[0], -1)
+                outputs.append(fn(x_all[start:stop], noise.narrow(start, stop - start), ids_all[start:stop]))
+        return torch.cat(outputs)
+
+    def classifier_gradients(
+        self, purified: torch.Tensor, y: torch.Tensor, criterion: Criterion
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Classifier-only gradients at purified images (draws, B, ...): the gradient of each
+        draw's per-sample ``criterion(classify(purified), y)`` w.r.t. its purified image (same
+        shape), the losses (draws, B) and the logits (draws, B, classes). No backward pass
+        through the purification chain."""
+        draws, batch = purified.shape[:2]
+        flat = purified.detach().flatten(0, 1).clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model.classify(flat)
+            per_sample = criterion(logits, y.repeat(draws))
+            (grad,) = torch.autograd.grad(per_sample.sum(), flat)
+        return (grad.view_as(purified), per_sample.detach().view(draws, batch),
+                logits.detach().view(draws, batch, -1))
+
+    def graft(self, x: torch.Tensor, noise: NoiseBatch, upstream: torch.Tensor) -> torch.Tensor:
+        """Gradient grafting (DiffHammer): one backward pass through the purification chain of
+        ``x`` (R, C, H, W) under ``noise`` (R rows; ``self.sample_ids`` repeated R / B times) with
+        ``upstream`` (the purified output's shape) as the output gradient, i.e. the exact
+        vector-Jacobian product (∂ purify(x) / ∂x)ᵀ · upstream, (R, C, H, W). With ``upstream``
+        the classifier gradient at the same draw's purified image this equals the full
+        gradient of the loss (tests assert it bitwise on CPU)."""
+        rows = x.shape[0]
+        ids_all = self.sample_ids * (rows // len(self.sample_ids))
+        self._count(self.gradient_draws, ids_all)
+        grad = torch.zeros_like(x)
+        chunk = self.grad_plan.chunk_size
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            x_c = x[start:stop].detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                purified = self.model.purify(x_c, noise.narrow(start, stop - start), ids_all[start:stop],
+                                             checkpoint=self.grad_plan.checkpoint)
+                (grad[start:stop],) = torch.autograd.grad(purified, x_c, grad_outputs=upstream[start:stop].to(purified.dtype))
+        return grad
+
+    # -- predictions ----------------------------------------------------------------
+    def logits_with_noise(self, x: torch.Tensor, noise: NoiseBatch, draws: int) -> torch.Tensor:
+        """Logits (draws, B, classes) for ``draws`` stacked copies of ``x`` (no grad)."""
+        return self._forward_chunks(self.model, x, noise, draws).view(draws, x.shape[0], -1)
 
     def eval_predictions(self, x: torch.Tensor, draws: int) -> torch.Tensor:
         """Predicted class of each sample under each of the evaluation's ``draws`` noise
@@ -159,7 +248,7 @@ class StochasticTarget:
         preds = self.logits_with_noise(x, noise, distinct).argmax(-1).T  # (B, distinct)
         return preds.expand(-1, draws).clone() if distinct != draws else preds
 
-    def attack_logits(self, x: torch.Tensor, step: int, draw: int = 0) -> torch.Tensor:
+    def attack_logits(self, x: torch.Tensor, step: object, draw: int = 0) -> torch.Tensor:
         """Logits (B, classes) under the attacker's gradient-sample ``draw`` of ``step``."""
         streams = self.streams(x)
         noise = self._stacked_noise(x, 1, lambda sid, d: self.setting.attack_keys(streams, step, draw))

@@ -65,8 +65,14 @@ def run_grid(engine: Engine, base: RunRequest, defenses: list[str], attacks: lis
              executor: str = "local", db_url: str | None = None, address: str | None = None,
              progress: Callable[[int, int], None] | None = None) -> list[GridCell]:
     """Run every (defense, attack, setting) cell not already complete; returns the cells."""
-    cells = [GridCell(dataclasses.replace(base, defense=d, attack=a, setting=s))
-             for d in defenses for a in attacks for s in settings]
+    from bench.core.config import split_entry
+
+    def cell(entry: str, attack: str, setting: str) -> GridCell:  # an entry may carry options: dp_ddpm[votes=10]
+        name, options = split_entry(entry)
+        return GridCell(dataclasses.replace(base, defense=name, attack=attack, setting=setting,
+                                            defense_options={**base.defense_options, **options}))
+
+    cells = [cell(d, a, s) for d in defenses for a in attacks for s in settings]
     total = sum(cell.request.n_samples or 0 for cell in cells)
     finished_before = 0
     for cell in cells:

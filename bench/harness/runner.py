@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 from bench.core.attack import ATTACKS, Attack
 from bench.core.config import build_config, config_to_dict
 from bench.core.defense import DEFENSES, DefendedClassifier
+from bench.core.determinism import configure as configure_determinism
+from bench.core.determinism import self_check
 from bench.core.errors import ConfigError, StoreError, UnknownNameError
 from bench.core.memory import default_budget, parse_bytes, plan_gradient, plan_inference
-from bench.core.metrics import summarize, wilson_interval
+from bench.core.metrics import resubmission_curve, summarize, wilson_interval
 from bench.core.noise import NoiseSource
 from bench.core.provenance import collect_provenance, git_commit
 from bench.core.settings import Setting, parse_setting
@@ -66,6 +68,8 @@ class RunRequest:
     dtype: str = "float32"
     checkpoint: str = "auto"
     memory_budget: str | None = None
+    deterministic: bool = True
+    sample_indices: list[int] | None = None  # explicit test indices (then n_samples/start_index are ignored)
 
 
 @dataclass
@@ -106,9 +110,10 @@ def build_components(
     if runtime["dtype"] not in DTYPES:
         raise ConfigError(f"--dtype {runtime['dtype']!r} is not one of {', '.join(DTYPES)}")
     device, dtype = _device(runtime["device"]), DTYPES[runtime["dtype"]]
+    configure_determinism(device, runtime.get("deterministic", True))
     attack_obj = attack_cls(build_config(attack_cls.config_cls, attack_config))
     # Models first: a missing checkpoint should fail before a dataset download starts.
-    defense_obj = defense_cls.pretrained(dataset, build_config(defense_cls.config_cls, defense_config))
+    defense_obj = defense_cls.build(dataset, build_config(defense_cls.config_cls, defense_config))
     classifier_obj = load_classifier(dataset, classifier or None, attack_config.get("norm", "linf"))
     model = DefendedClassifier(defense_obj, classifier_obj).to(device=device, dtype=dtype).eval()
     split = load_test_split(dataset)
@@ -164,7 +169,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
     attack_config, defense_config = wanted["attack_config"], wanted["defense_config"]
     runtime = {
         "device": request.device, "dtype": request.dtype, "checkpoint": request.checkpoint,
-        "memory_budget": request.memory_budget,
+        "memory_budget": request.memory_budget, "deterministic": request.deterministic,
     }
     parts = build_components(
         defense=request.defense, defense_config=defense_config, attack=request.attack,
@@ -173,7 +178,13 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
     )
     # every refusal happens here, before the store is touched
     parts.attack.check_target(parts.model.defense, parts.setting, tuple(parts.split.images.shape[1:]))
-    indices = select_indices(parts.split, request.n_samples, request.start_index)
+    if request.sample_indices is not None:
+        indices = [int(i) for i in request.sample_indices]
+        bad = [i for i in indices if not 0 <= i < len(parts.split)]
+        if bad or not indices or len(set(indices)) != len(indices):
+            raise ConfigError(f"sample indices {bad or indices} must be distinct and in 0..{len(parts.split) - 1}")
+    else:
+        indices = select_indices(parts.split, request.n_samples, request.start_index)
     provenance = collect_provenance(parts.device)
     run_id = uuid.uuid4().hex[:12]
     run = Run(
@@ -281,6 +292,11 @@ def _run_batches(
     log.info("memory plan: gradient %s, inference %s", grad_plan, eval_plan)
     total = len(indices)
     finished = sum(1 for i in indices if i in done)
+    pending = [i for i in indices if i not in done]
+    if pending and only_batches is None:  # one recomputed gradient per run, before a batch is stored
+        first = pending[:1]
+        probe = StochasticTarget(model, parts.setting, noise, first, grad_plan, eval_plan)
+        self_check(probe, parts.split.images[first].to(device=device, dtype=dtype), parts.split.labels[first].to(device))
     if progress:
         progress(finished, total)
     for start in range(0, total, batch_size):
@@ -295,10 +311,13 @@ def _run_batches(
         target = StochasticTarget(model, parts.setting, noise, batch_ids, grad_plan, eval_plan)
         clean_preds = target.eval_predictions(x, draws)
         attack_began = time.perf_counter()
+        target.reset_cost()
         result = parts.attack.perturb(target, x, y)
         attack_elapsed = time.perf_counter() - attack_began
         x_adv = result.x_adv
-        infos = result.info if result.info is not None else [None] * len(batch_ids)
+        # every attack's cost per sample, counted by the target (chains differentiated / run forward)
+        infos = [{**(info or {}), **target.cost(sid)}
+                 for info, sid in zip(result.info or [None] * len(batch_ids), batch_ids)]
         adv_preds = target.eval_predictions(x_adv, draws)
         delta = (x_adv - x).flatten(1).float()
         rows = [
@@ -340,6 +359,13 @@ def finalize_run(engine: Engine, run_id: str) -> dict[str, Any]:
         clean = summarize(labels, torch.tensor([r.clean_preds for r in rows]))
         robust = summarize(labels, torch.tensor([r.adv_preds for r in rows]))
         metrics = {"clean": clean, "robust": robust, "n": len(rows), "draws": run.eval_draws}
+        metrics["rob_m"] = {part: resubmission_curve(
+            [sum(int(p == r.label) for p in getattr(r, f"{part}_preds")) for r in rows], run.eval_draws)
+            for part in ("clean", "adv")}
+        spent = [r.attack_info for r in rows if r.attack_info and "gradient_draws" in r.attack_info]
+        if len(spent) == len(rows):
+            metrics["cost_per_sample"] = {key: sum(info.get(key, 0) for info in spent) / len(rows)
+                                          for key in ("gradient_draws", "forward_draws")}
         reported = [r.attack_info["reported_correct"] for r in rows if r.attack_info and "reported_correct" in r.attack_info]
         if len(reported) == len(rows):
             # what the attack itself concluded (e.g. aa_rand's one-draw verdict), beside our evaluation

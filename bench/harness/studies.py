@@ -7,6 +7,11 @@
   (paper Tables 3 and 10).
 - ``settings``: one defense under ``white``, ``dw_fwd``, ``dw_both`` and ``dw_semi:K``
   (paper Figure 2, Appendix C).
+- ``budget``: attack strength per unit of compute — ``pgd_eot``, ``aa_rand_fixed`` and
+  ``diffhammer`` on the same images at budget fractions (``--values``, default 0.25,0.5,1 of each
+  attack's iterations), robust accuracy against the gradient draws per sample the attack spent
+  (counted by the target), each point with its paired difference to ``aa_rand_fixed`` at the
+  largest budget. Other options per attack: ``--attack-opt ATTACK.KEY=VALUE``.
 
 Each study prints a Markdown table and writes an SVG plot (``<out>/<study id>-<name>.svg``).
 """
@@ -58,14 +63,16 @@ STUDIES: Registry[StudyFunction] = Registry("study")
 
 
 def _run(engine: Engine, request: StudyRequest, *, defense: str, setting: str = "white",
-         defense_options: dict[str, Any] | None = None, attack_options: dict[str, Any] | None = None) -> tuple[str, dict]:
+         defense_options: dict[str, Any] | None = None, attack_options: dict[str, Any] | None = None,
+         attack: str = "pgd_eot") -> tuple[str, dict]:
     from bench.harness.runner import RunRequest, execute_run, start_run
 
     run_request = RunRequest(
-        defense=defense, attack="pgd_eot", setting=setting, dataset=request.dataset, n_samples=request.n_samples,
+        defense=defense, attack=attack, setting=setting, dataset=request.dataset, n_samples=request.n_samples,
         seed=request.seed, eval_draws=request.eval_draws,
         defense_options={**request.defense_options, **(defense_options or {})},
-        attack_options={**request.attack_options, **(attack_options or {})},
+        attack_options={**({} if "." in "".join(request.attack_options) else request.attack_options),
+                        **(attack_options or {})},
     )
     run_id, parts = start_run(engine, run_request)
     log.info("study run %s: %s %s %s", run_id, defense, setting, run_request.defense_options)
@@ -190,6 +197,54 @@ def settings_study(engine: Engine, request: StudyRequest) -> tuple[list[str], di
         x_label="attacker knowledge: " + ", ".join(f"{i}={v}" for i, v in enumerate(values)),
         y_label="robust accuracy (expected)", y_range=(0.0, 1.0))
     return run_ids, {"defense": defense, "rows": rows}, table, svg
+
+
+# the option that scales each attack's budget, and its full value
+BUDGET_KNOBS = {"pgd_eot": ("steps", 20), "aa_rand_fixed": ("n_iter", 100), "diffhammer": ("steps", 50)}
+
+
+def _paired_to(engine: Engine, run_id: str, reference: str) -> dict[str, float]:
+    from bench.harness.compare import compare, load_evaluation
+
+    return compare(load_evaluation(run_id, engine), load_evaluation(reference, engine))["robust"]
+
+
+@STUDIES.register("budget")
+def budget_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    defense = request.defense or "dp_ddpm"
+    fractions = [float(v) for v in (request.values or ["0.25", "0.5", "1"])]
+    if any(not 0 < f <= 4 for f in fractions):
+        raise ConfigError(f"budget fractions {fractions} must be in (0, 4]")
+    run_ids, rows = [], []
+    for attack, (knob, full) in BUDGET_KNOBS.items():
+        for fraction in sorted(fractions):
+            options = {knob: max(1, round(full * fraction))}
+            extra = {k.partition(".")[2]: v for k, v in request.attack_options.items() if k.startswith(attack + ".")}
+            run_id, metrics = _run(engine, request, defense=defense, attack=attack, attack_options={**extra, **options})
+            run_ids.append(run_id)
+            rows.append({"attack": attack, "fraction": fraction, **options, "run_id": run_id,
+                         "robust": _acc(metrics, "robust"), "rob_k": metrics["rob_m"]["adv"][-1],
+                         "gradient_draws": metrics.get("cost_per_sample", {}).get("gradient_draws", 0.0),
+                         "forward_draws": metrics.get("cost_per_sample", {}).get("forward_draws", 0.0)})
+    reference = max((r for r in rows if r["attack"] == "aa_rand_fixed"), key=lambda r: r["fraction"])
+    for row in rows:
+        row["vs_aa_rand_fixed"] = _paired_to(engine, row["run_id"], reference["run_id"])
+    table = "\n".join(
+        ["| attack | budget | gradient draws / sample | forward draws / sample | robust (expected) [95% CI] | "
+         f"Rob(K) [95% CI] | − aa_rand_fixed@{reference['fraction']:g} [95% paired CI] | run |",
+         "|---|---|---|---|---|---|---|---|"]
+        + [f"| {r['attack']} | {r['fraction']:g} | {r['gradient_draws']:.0f} | {r['forward_draws']:.0f} | "
+           f"{_fmt(r['robust'])} | {_fmt(r['rob_k'])} | {r['vs_aa_rand_fixed']['mean']:+.3f} "
+           f"[{r['vs_aa_rand_fixed']['ci_low']:+.3f}, {r['vs_aa_rand_fixed']['ci_high']:+.3f}] | {r['run_id']} |"
+           for r in rows])
+    svg = line_chart(
+        [Series(attack, [(max(r["gradient_draws"], 1.0), r["robust"]["acc"]) for r in rows if r["attack"] == attack],
+                [(r["robust"]["ci_low"], r["robust"]["ci_high"]) for r in rows if r["attack"] == attack])
+         for attack in BUDGET_KNOBS],
+        title=f"Attack strength per unit of compute: {defense} on {request.dataset}",
+        x_label="gradient draws per sample (log)", y_label="robust accuracy (expected)", log_x=True,
+        y_range=(0.0, 1.0))
+    return run_ids, {"defense": defense, "rows": rows, "reference": reference["run_id"]}, table, svg
 
 
 def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:

@@ -38,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from bench.core.attack import ATTACKS, leaderboard_attacks
 from bench.core.defense import DEFENSES
 from bench.core.errors import BenchError
+from bench.core.metrics import resubmission_curve
 from bench.core.provenance import PROJECT_ROOT
 from bench.publish.records import Record, attack_label, threat_label, validate_paths
 from bench.publish.svg import Series, bar_chart, line_chart
@@ -226,11 +227,28 @@ def _entry_plots(records: list[RecordRow]) -> list[str]:
             bars += [(f"robust: {r.attack_label}", r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in white]
             plots.append(bar_chart(bars, title=f"Clean vs robust, White-box ({where})",
                                    x_label="expected accuracy, 95% CI"))
+        if white:
+            plots.append(_resubmission_chart(white, where))
         by_setting = sorted((r for r in group if r.attack == "pgd_eot"), key=lambda r: r.setting)
         if len({r.setting for r in by_setting}) > 1:
             plots.append(bar_chart([(r.setting, r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in by_setting],
                                    title=f"pgd_eot robust per setting ({where})", x_label="expected accuracy, 95% CI"))
     return plots
+
+
+def _resubmission_chart(records: list[RecordRow], where: str) -> str:
+    """Rob(M) (accuracy under M independent resubmissions, 95% bootstrap CI) per White-box
+    attack: the record's stored curve, or derived from its per-sample outcomes for older records."""
+    series = []
+    for r in records:
+        record = parsed(r)
+        curve = [p.model_dump() for p in record.rob_m] if record.rob_m else resubmission_curve(
+            record.samples.adv_correct, record.eval_draws)
+        series.append(Series(r.attack_label, [(p["m"], p["acc"]) for p in curve],
+                             [(p["ci_low"], p["ci_high"]) for p in curve]))
+    return line_chart(series, title=f"Resubmission risk Rob(M), White-box ({where})",
+                      x_label="M (resubmissions of the same adversarial input)",
+                      y_label="robust under all M", y_range=(0, 1))
 
 
 def _sweep_index(rows: list[RecordRow]) -> dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]:

@@ -25,6 +25,7 @@ from pydantic import (
 from bench.core.attack import ATTACKS
 from bench.core.defense import DEFENSES
 from bench.core.errors import BenchError
+from bench.core.metrics import resubmission_curve, resubmission_estimates
 
 SCHEMA_VERSION = 1
 Unit = Field(ge=0.0, le=1.0)
@@ -85,6 +86,15 @@ class Cost(BaseModel):
     wall_seconds: float = Field(ge=0.0)
     attack_seconds: float = Field(ge=0.0)
     device: str
+    # mean per sample over the run: purification chains the attack differentiated / ran forward
+    gradient_draws_per_sample: float | None = Field(default=None, ge=0.0)
+    forward_draws_per_sample: float | None = Field(default=None, ge=0.0)
+
+
+class RobPoint(Interval):
+    """Rob(M): accuracy under M independent resubmissions, with its 95% bootstrap interval."""
+
+    m: int = Field(ge=1)
 
 
 class Samples(BaseModel):
@@ -111,6 +121,8 @@ class Record(BaseModel):
     clean: Accuracies
     robust: Accuracies
     attack_reported: Interval | None = None
+    # resubmission risk of the adversarial inputs, M = 1..eval_draws (older records lack it)
+    rob_m: list[RobPoint] | None = None
     cost: Cost
     seed: int
     git_commit: str | None
@@ -137,6 +149,14 @@ class Record(BaseModel):
             derived = sum(counts) / (n * k)
             if abs(stated - derived) > 1e-6:
                 raise ValueError(f"{part}.expected.acc {stated} does not follow from the per-sample outcomes ({derived:.6f})")
+        if self.rob_m is not None:
+            derived_curve = resubmission_estimates(samples.adv_correct, k).mean(axis=0)
+            if [p.m for p in self.rob_m] != list(range(1, k + 1)):
+                raise ValueError(f"rob_m must list M = 1..eval_draws={k} in order")
+            for point in self.rob_m:
+                if abs(point.acc - float(derived_curve[point.m - 1])) > 1e-6:
+                    raise ValueError(f"rob_m M={point.m}: acc {point.acc} does not follow from the per-sample "
+                                     f"outcomes ({derived_curve[point.m - 1]:.6f})")
         return self
 
 
@@ -273,6 +293,8 @@ def record_from_run(run: Any) -> dict[str, Any]:
     def accuracies(part: str) -> dict[str, Any]:
         return {key: interval(metrics[part][key]) for key in ("expected", "worst", "majority")}
 
+    adv_correct = [sum(int(p == r.label) for p in r.adv_preds) for r in rows]
+
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
@@ -288,7 +310,9 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "clean": accuracies("clean"),
         "robust": accuracies("robust"),
         "attack_reported": interval(metrics["attack_reported"]) if "attack_reported" in metrics else None,
-        "cost": {"wall_seconds": run.wall_seconds, "attack_seconds": run.attack_seconds or 0.0, "device": run.device},
+        "rob_m": resubmission_curve(adv_correct, run.eval_draws),
+        "cost": {"wall_seconds": run.wall_seconds, "attack_seconds": run.attack_seconds or 0.0, "device": run.device,
+                 **{f"{key}_per_sample": value for key, value in metrics.get("cost_per_sample", {}).items()}},
         "seed": run.seed,
         "git_commit": run.git_commit,
         "package_versions": run.package_versions,
@@ -297,7 +321,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "samples": {
             "label": [r.label for r in rows],
             "clean_correct": [sum(int(p == r.label) for p in r.clean_preds) for r in rows],
-            "adv_correct": [sum(int(p == r.label) for p in r.adv_preds) for r in rows],
+            "adv_correct": adv_correct,
         },
     }
     record["_attack_label"] = attack_label(run.attack, run.attack_config)
