@@ -31,7 +31,8 @@ from bench.families.vp import VPSchedule
 
 @dataclass(frozen=True)
 class DiffPureConfig(DefenseConfig):
-    """t_star 0.1 for ℓ∞ and 0.075 for ℓ2 in the paper (``--defense-opt t_star=0.075``)."""
+    """t_star 0.1 for ℓ∞ and 0.075 for ℓ2 in the paper (``norm_defaults``: ``--norm l2`` picks 0.075
+    unless ``--defense-opt t_star=…`` is given)."""
 
     t_star: float = 0.1
     dt: float = 1e-3
@@ -61,6 +62,7 @@ class DiffPureConfig(DefenseConfig):
 
 class DiffPure(Defense):
     description = "DiffPure: VP-SDE t*=0.1, Euler-Maruyama dt 1e-3 (100 steps), exact gradients"
+    norm_defaults = {"l2": {"t_star": 0.075}}  # Nie et al. 2022, Sec. 5: t* = 0.075 against ℓ2 attacks
     paper = "Nie et al., Diffusion Models for Adversarial Purification, ICML 2022, arXiv:2205.07460"
     model_files = {"toy": "toy-vp", "cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"}
     fast_options = {"dt": "0.025"}

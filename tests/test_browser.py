@@ -36,6 +36,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
 def site_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     write_synthetic_records(root / "results", 200)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "literature", root / "results" / "literature")
     build_site(root / "results", root / "site")
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root / "site")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -52,7 +53,7 @@ def browser(tmp_path_factory):
     options.binary_location = CHROMIUM or "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+                 "--window-size=1280,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER or "/usr/bin/chromedriver"), options=options)
     yield driver
@@ -97,3 +98,25 @@ def test_sort_filter_and_open_an_entry(site_url, browser) -> None:
     assert browser.find_elements(By.CSS_SELECTOR, "figure svg"), "entry page has build-time SVG plots"
     browser.save_screenshot(str(ARTIFACTS / "leaderboard-entry.png"))
     assert (ARTIFACTS / "leaderboard-index.png").stat().st_size > 10_000
+
+
+def test_rank_intervals_literature_and_width(site_url, browser) -> None:
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{site_url}/index.html")
+    # the ranked tables fit a 1280-px window: nothing scrolls sideways
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    ranks = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "table.ranked td.rank")]
+    assert ranks and all(re.fullmatch(r"\d+(–\d+)?", r) for r in ranks)
+    assert any("–" in r for r in ranks), "some entries are indistinguishable: their rank is an interval"
+    incomplete = browser.find_elements(By.CSS_SELECTOR, "table.incomplete tbody tr")
+    assert incomplete and "no record for diffhammer" in incomplete[0].text
+    literature = browser.find_element(By.ID, "literature")
+    assert "reported in the papers, not measured here" in literature.text
+    rows = literature.find_elements(By.CSS_SELECTOR, "table.literature-table tbody tr")
+    assert len(rows) > 20 and any("ADDT" in r.text for r in rows)
+    protocol = browser.find_element(By.CSS_SELECTOR, "details.protocol summary")
+    assert "ranking attacks pgd_eot, aa_rand_fixed, diffhammer" in protocol.text
+    browser.save_screenshot(str(ARTIFACTS / "leaderboard-literature.png"))

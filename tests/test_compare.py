@@ -28,10 +28,15 @@ def test_paired_bootstrap_is_reproducible_and_covers_the_mean() -> None:
 
 
 def test_pairing_needs_the_same_images() -> None:
+    from dataclasses import replace
+
     ddpm = load_evaluation(str(RESULTS / "dp_ddpm__pgd_eot__white.json"), None)
-    diffpure = load_evaluation(str(RESULTS / "diffpure__pgd_eot__white.json"), None)
-    with pytest.raises(ConfigError, match="different images"):
-        compare(ddpm, diffpure)
+    fewer = replace(ddpm, indices=ddpm.indices[:-1], clean=ddpm.clean[:-1], robust=ddpm.robust[:-1])
+    reordered = replace(ddpm, indices=ddpm.indices[::-1], clean=ddpm.clean[::-1], robust=ddpm.robust[::-1])
+    for other in (fewer, reordered):
+        with pytest.raises(ConfigError, match="different images"):
+            compare(ddpm, other)
+    assert compare(ddpm, ddpm)["n"] == len(ddpm.indices)
 
 
 def test_bench_compare_on_two_records(capsys: pytest.CaptureFixture) -> None:

@@ -134,7 +134,8 @@ def test_nan_purification_stops_the_run_and_names_the_sample(tmp_path: Path, nan
 
     pixel_sum = float(load_test_split("toy").images[3].sum())
     engine = open_store(str(tmp_path / "r.sqlite"))
-    run_id = create_run(engine, _request(defense="test_nan_defense", defense_options={"nfe": "5", "poisoned_pixel_sum": str(pixel_sum)}))
+    run_id = create_run(engine, _request(defense="test_nan_defense", defense_options={"nfe": "5", "poisoned_pixel_sum": str(pixel_sum)},
+                                      protocol="paper"))  # a test-only plug-in: the toy protocol does not list it
     with pytest.raises(NonFiniteOutputError, match=r"'test_nan_defense' produced NaN/Inf .* \[3\]"):
         execute_run(engine, run_id)
     with Session(engine) as session:

@@ -34,12 +34,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from bench.publish.literature import LITERATURE_DIR, is_literature, validate_literature
     from bench.publish.records import validate_paths
 
-    records, errors = validate_paths([Path(p) for p in args.paths])
+    records, errors, reported = [], [], []
+    for path in map(Path, args.paths):
+        if not is_literature(path):  # measured records (a folder's literature subfolder is skipped here)
+            found, problems = validate_paths([path])
+            records += found
+            errors += problems
+        if is_literature(path) or path.is_dir():
+            found, problems = validate_literature(path if is_literature(path) else path / LITERATURE_DIR)
+            reported += found
+            errors += problems
     for error in errors:
         print(error, file=sys.stderr)
-    print(f"{len(records)} valid record(s), {len(errors)} invalid", file=sys.stderr)
+    print(f"{len(records)} valid record(s), {len(reported)} valid literature record(s), {len(errors)} invalid",
+          file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -11,8 +11,9 @@ from bench.cli.common import db_url, executor_flags, progress_bar
 from bench.core.errors import BenchError
 
 EPILOG_RUN = """examples:
-  bench run --defense dp_ddpm --attack pgd_eot                    # toy suite, 64 images, PGD20-EoT10
+  bench run --defense dp_ddpm --attack pgd_eot                    # toy suite and its protocol, 64 images, PGD20-EoT10
   bench run --defense dp_ddim --attack pgd_eot --setting dw_fwd --defense-opt nfe=10
+  bench run --defense diffpure --attack aa_rand_fixed --protocol paper   # the paper's budgets on the toy suite
   bench run --defense dp_ddpm --attack pgd_eot --norm l2 --eps 1.0 --n-samples 16 --db sqlite:///my.sqlite
 """
 
@@ -81,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_draws=args.draws, batch_size=args.batch_size,
         defense_options={**entry_options, **parse_overrides(args.defense_opt)}, attack_options=_attack_options(args),
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
-        deterministic=not args.nondeterministic,
+        deterministic=not args.nondeterministic, protocol=args.protocol,
     )
     engine = open_store(args.db)
     run_id, parts = start_run(engine, request)
@@ -126,7 +127,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         defense="none", attack="pgd_eot", norm=args.norm, eps=args.eps, dataset=args.dataset,
         classifier=args.classifier, n_samples=args.n_samples, seed=args.seed, eval_draws=args.draws,
         batch_size=args.batch_size, defense_options=parse_overrides(args.defense_opt),
-        attack_options=parse_overrides(args.attack_opt), device=args.device,
+        attack_options=parse_overrides(args.attack_opt), device=args.device, protocol=args.protocol,
     )
     engine = open_store(args.db)
     cells = run_grid(engine, base, split(args.defenses), split(args.attacks), split(args.settings),
@@ -214,6 +215,8 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--eot", type=int, help="EoT samples per step (pgd_eot default 10)")
     run.add_argument("--random-start", action="store_true", help="start PGD from a random point in the ball")
     run.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
+    run.add_argument("--protocol", help="budgets: toy (the toy suite's default, bench/protocols/toy.toml) | paper (each "
+                     "plug-in's paper defaults); explicit options win over it")
     run.add_argument("--classifier", help="toy | robustbench:NAME | wrn-28-10:PATH (default: toy for toy, "
                      "robustbench:Standard for cifar10)")
     run.add_argument("--n-samples", type=int, default=64, help="number of test images, from --start-index (default 64)")
@@ -247,6 +250,8 @@ def add_parsers(sub: Any) -> None:
     grid.add_argument("--norm", default="linf")
     grid.add_argument("--eps", type=float)
     grid.add_argument("--dataset", default="toy")
+    grid.add_argument("--protocol", help="budgets: toy (the toy suite's default, bench/protocols/toy.toml) | paper (each "
+                     "plug-in's paper defaults); explicit options win over it")
     grid.add_argument("--classifier")
     grid.add_argument("--n-samples", type=int, default=64)
     grid.add_argument("--seed", type=int, default=0)

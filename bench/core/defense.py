@@ -47,6 +47,9 @@ class Defense(nn.Module, ABC):
     # ``--defense-opt`` values for quick toy-suite checks (the contract matrix in the tests and
     # `.ci/pr-check`): cheaper than the defaults but the same code paths
     fast_options: ClassVar[dict[str, str]] = {}
+    # {norm: options}: defaults that depend on the threat model in the defense's paper (e.g.
+    # DiffPure's t* = 0.075 for ℓ2); applied unless the option is given, recorded with the run
+    norm_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -243,8 +243,8 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     names = DEFENSES.names()
     combos = [(attack, setting, dataset, norm, eps)
-              for attack, setting in (("pgd_eot", "white"), ("aa_rand_fixed", "white"), ("aa_rand", "white"),
-                                      ("pgd_eot", "dw_fwd"), ("pgd_eot", "dw_both"))
+              for attack, setting in (("pgd_eot", "white"), ("aa_rand_fixed", "white"), ("diffhammer", "white"),
+                                      ("aa_rand", "white"), ("pgd_eot", "dw_fwd"), ("pgd_eot", "dw_both"))
               for dataset, norm, eps in (("cifar10", "linf", 8 / 255), ("cifar10", "l2", 0.5), ("toy", "linf", 0.25),
                                          ("cifar100", "linf", 8 / 255))]
     n, k = 64, 10

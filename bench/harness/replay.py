@@ -51,6 +51,7 @@ def replay_request(record: Any, n_samples: int | None = None, indices: list[int]
         classifier=record.classifier, sample_indices=list(indices), seed=record.seed,
         eval_draws=record.eval_draws, batch_size=len(indices), defense_options=dict(record.defense.config),
         attack_options=attack_cls.stored_options(dict(record.attack.config)),
+        protocol="paper",  # the stored configs are complete: nothing for a protocol to fill in
     )
 
 

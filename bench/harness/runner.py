@@ -27,6 +27,7 @@ from bench.core.noise import NoiseSource
 from bench.core.provenance import collect_provenance, git_commit
 from bench.core.settings import Setting, parse_setting
 from bench.core.target import StochasticTarget
+from bench.protocols import protocol_for
 from bench.harness.store import Run, SampleResult, get_run, utcnow, write_with_retry
 from bench.zoo.datasets import DATASETS, Split, load_test_split, select_indices
 
@@ -70,6 +71,7 @@ class RunRequest:
     memory_budget: str | None = None
     deterministic: bool = True
     sample_indices: list[int] | None = None  # explicit test indices (then n_samples/start_index are ignored)
+    protocol: str | None = None  # budgets (bench/protocols); None = the dataset's default (toy: "toy")
 
 
 @dataclass
@@ -141,7 +143,14 @@ def normalized_request(request: RunRequest) -> dict[str, Any]:
         default_step if request.eps is None else eps * default_step / default_eps
     )
     attack_cls, defense_cls = ATTACKS.get(request.attack), DEFENSES.get(request.defense)
-    attack_options = {"norm": request.norm, "eps": eps, **request.attack_options}
+    protocol = protocol_for(request.dataset, request.protocol)
+    # the protocol's budgets first, the request's explicit options over them
+    # the defense's paper defaults for this norm (e.g. DiffPure's ℓ2 t*), unless given explicitly
+    norm_defaults = {k: v for k, v in defense_cls.norm_defaults.get(request.norm, {}).items()
+                     if k not in request.defense_options}
+    defense_options = {**protocol.defense_options(request.defense), **norm_defaults, **request.defense_options}
+    attack_options = {"norm": request.norm, "eps": eps, **protocol.attack_options(request.attack),
+                      **request.attack_options}
     if attack_cls.accepts("step_size"):
         attack_options.setdefault("step_size", step)
     elif request.step_size is not None or "step_size" in request.attack_options:
@@ -151,7 +160,8 @@ def normalized_request(request: RunRequest) -> dict[str, Any]:
         "norm": request.norm, "eps": float(eps), "dataset": request.dataset, "seed": request.seed,
         "eval_draws": request.eval_draws, "batch_size": request.batch_size,
         "classifier": request.classifier or default_classifier(request.dataset),
-        "defense_config": config_to_dict(build_config(defense_cls.config_cls, request.defense_options)),
+        "protocol": protocol.key, "norm_defaults": norm_defaults,
+        "defense_config": config_to_dict(build_config(defense_cls.config_cls, defense_options)),
         "attack_config": config_to_dict(build_config(attack_cls.config_cls, attack_options)),
     }
 
@@ -170,6 +180,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
     runtime = {
         "device": request.device, "dtype": request.dtype, "checkpoint": request.checkpoint,
         "memory_budget": request.memory_budget, "deterministic": request.deterministic,
+        "protocol": wanted["protocol"], "norm_defaults": wanted["norm_defaults"],
     }
     parts = build_components(
         defense=request.defense, defense_config=defense_config, attack=request.attack,

@@ -1,11 +1,11 @@
 """``bench leaderboard build``: records -> SQLite (rebuilt each time) -> a static Jinja2 site.
 
 The site works from ``file://`` and from GitHub Pages: relative links only, no CDN, no network
-at view time. Ranking (per dataset x threat model; the toy suite is a separate track): the
-**strongest attack** for an entry is the minimum expected robust accuracy over its White-box
-records from reliable attacks (``pgd_eot``, ``aa_rand_fixed``, ...). ``aa_rand`` is shown
-struck through (it overestimates robustness) and DW settings are diagnostics on the entry
-page, never used for ranking.
+at view time. Tracks and ranking rules are :mod:`bench.publish.tracks` (coverage, per-sample worst
+case over the ranking attacks, paired rank intervals); reported numbers from papers are a separate
+literature track (:mod:`bench.publish.literature`), never ranked with the measured ones.
+``aa_rand`` is shown struck through (it overestimates robustness) and DW settings are diagnostics
+on the entry page, never used for ranking.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from bench.core.attack import ATTACKS, leaderboard_attacks
 from bench.core.defense import DEFENSES
 from bench.core.errors import BenchError
 from bench.core.metrics import resubmission_curve
 from bench.core.provenance import PROJECT_ROOT
+from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED
 from bench.publish.records import Record, attack_label, threat_label, validate_paths
 from bench.publish.svg import Series, bar_chart, line_chart
+from bench.publish.tracks import RankedEntry, Track, build_tracks
 
 log = logging.getLogger(__name__)
 TEMPLATES = PROJECT_ROOT / "leaderboard" / "templates"
@@ -94,7 +94,7 @@ def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
     for path, r in records:
         rows.append(dict(
             path=str(path), run_id=r.run_id, entry=r.entry, defense=r.defense.name, attack=r.attack.name,
-            attack_label=attack_label(r.attack.name, r.attack.config), unreliable=r.attack.unreliable, setting=r.setting, classifier=r.classifier,
+            attack_label=attack_label(r.attack.name, r.attack.config, r.protocol), unreliable=r.attack.unreliable, setting=r.setting, classifier=r.classifier,
             dataset=r.dataset.name, norm=r.threat_model.norm, eps=r.threat_model.eps,
             threat=threat_label(r.threat_model.norm, r.threat_model.eps), nfe=r.defense.nfe, n_samples=r.dataset.n_samples,
             clean_acc=r.clean.expected.acc, clean_ci_low=r.clean.expected.ci_low, clean_ci_high=r.clean.expected.ci_high,
@@ -106,40 +106,6 @@ def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
         if rows:
             session.execute(insert(RecordRow), rows)  # one executemany, not 10k ORM objects
     engine.dispose()
-
-
-@dataclass
-class EntryRow:
-    """One leaderboard row: a defense entry on one dataset x threat model."""
-
-    entry: str
-    slug: str
-    defense: str
-    paper: str
-    diffusion_model: str
-    addt: bool
-    classifier: str
-    clean: RecordRow
-    strongest: RecordRow
-    per_attack: dict[str, RecordRow | None]
-    nfe: int
-    rank: int = 0
-
-    @property
-    def cost_per_image(self) -> float:
-        return self.strongest.attack_seconds / max(self.strongest.n_samples, 1)
-
-
-@dataclass
-class Table:
-    dataset: str
-    threat: str
-    title: str
-    rows: list[EntryRow] = field(default_factory=list)
-
-    @property
-    def table_id(self) -> str:
-        return f"{self.dataset}__{self.threat}"
 
 
 def paper_url(paper: str) -> str | None:
@@ -162,52 +128,20 @@ def parsed(row: RecordRow) -> Record:
     return _parsed[row.path]
 
 
-def build_tables(rows: list[RecordRow]) -> list[Table]:
-    groups: dict[tuple[str, str], dict[str, list[RecordRow]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        groups[(row.dataset, row.threat)][row.entry].append(row)
-    tables = []
-    for (dataset, threat), entries in groups.items():
-        table = Table(dataset, threat, f"{DATASET_TITLES.get(dataset, dataset)} — {threat}")
-        for entry, records in entries.items():
-            white = [r for r in records if r.setting == "white"]
-            ranked = [r for r in white if not r.unreliable and ATTACKS.get(r.attack).ranks]
-            if not ranked:
-                continue  # only diagnostics (DW settings) or unreliable attacks: shown on the entry page only
-            strongest = min(ranked, key=lambda r: (r.robust_acc, r.attack))
-            body = parsed(strongest)
-            per_attack: dict[str, RecordRow | None] = {}
-            for attack in leaderboard_attacks():
-                candidates = [r for r in white if r.attack == attack]
-                per_attack[attack] = min(candidates, key=lambda r: r.robust_acc) if candidates else None
-            table.rows.append(EntryRow(
-                entry=entry, slug=slugify(entry), defense=strongest.defense, paper=body.defense.paper,
-                diffusion_model=body.defense.diffusion_model, addt=body.defense.addt,
-                classifier=strongest.classifier, clean=strongest, strongest=strongest, per_attack=per_attack,
-                nfe=strongest.nfe,
-            ))
-        table.rows.sort(key=lambda e: (-e.strongest.robust_acc, -e.clean.clean_acc, e.entry))
-        for i, row in enumerate(table.rows, start=1):
-            row.rank = i
-        tables.append(table)
-    order = {"cifar10": 0, "cifar100": 1, "toy": 2}
-    tables.sort(key=lambda t: (order.get(t.dataset, 9), not t.threat.startswith("linf"), t.threat))
-    return tables
-
-
-def _table_csv(table: Table) -> str:
+def _track_csv(track: Track) -> str:
+    """The ranked rows, then the incomplete ones (rank empty), of one track."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["rank", "entry", "diffusion_model", "addt", "classifier", "clean_acc", "clean_ci_low",
-                     "clean_ci_high", "robust_acc", "robust_ci_low", "robust_ci_high", "strongest_attack",
-                     *[f"{a}_robust_acc" for a in leaderboard_attacks()], "nfe", "attack_seconds_per_image", "device",
-                     "n_samples", "date"])
-    for e in table.rows:
-        s = e.strongest
-        writer.writerow([e.rank, e.entry, e.diffusion_model, e.addt, e.classifier, s.clean_acc, s.clean_ci_low,
-                         s.clean_ci_high, s.robust_acc, s.robust_ci_low, s.robust_ci_high, s.attack_label,
-                         *[(e.per_attack[a].robust_acc if e.per_attack[a] else "") for a in leaderboard_attacks()],
-                         e.nfe, f"{e.cost_per_image:.4g}", s.device, s.n_samples, s.finished_at[:10]])
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "rank_low", "rank_high", "entry", "addt", "clean_acc", "clean_ci_low", "clean_ci_high",
+                     "robust_acc", "robust_ci_low", "robust_ci_high", "n_samples",
+                     *[f"{a}_robust_acc" for a in track.ranking_attacks], "attack_seconds_per_image", "status"])
+    for e in track.ranked:
+        writer.writerow([e.rank[0], e.rank[1], e.rank[2], e.entry, e.addt, *e.clean, *e.robust, e.n,
+                         *[e.per_attack[a] for a in track.ranking_attacks], f"{e.cost_per_image:.4g}", "ranked"])
+    for e in track.incomplete:
+        writer.writerow(["", "", "", e.entry, e.addt, "", "", "", "", "", "", "",
+                         *[("" if e.per_attack[a] is None else e.per_attack[a]) for a in track.ranking_attacks], "",
+                         f"incomplete: {e.missing}"])
     return buffer.getvalue()
 
 
@@ -293,30 +227,86 @@ def _card(defense: str) -> dict[str, Any]:
     return _card_cache[defense]
 
 
-def _render_entries(env: Any, rows: list[RecordRow], folder: Path, built_at: str) -> int:
-    """One page per entry (card, runs, plots) into ``folder``; returns the number of entries."""
+def _standing(tracks: list[Track]) -> dict[str, list[dict[str, Any]]]:
+    """Per entry, its place in each track: ranked (rank interval, worst case, above / below) or
+    incomplete (what is missing)."""
+    standing: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for track in tracks:
+        for e in track.ranked:
+            standing[e.entry].append({"track": track, "ranked": e})
+        for e in track.incomplete:
+            standing[e.entry].append({"track": track, "incomplete": e})
+    return standing
+
+
+def _worst_case_chart(e: RankedEntry, track: Track) -> str:
+    curve = e.rob_m
+    return line_chart([Series("worst case over " + ", ".join(track.ranking_attacks),
+                              [(p["m"], p["acc"]) for p in curve], [(p["ci_low"], p["ci_high"]) for p in curve])],
+                      title=f"Rob(M), per-sample worst case over the ranking attacks ({track.title})",
+                      x_label="M (resubmissions of the same adversarial input)", y_label="robust under all M",
+                      y_range=(0, 1))
+
+
+def _render_entries(env: Any, rows: list[RecordRow], tracks: list[Track], folder: Path, built_at: str) -> int:
+    """One page per entry (card, standing per track, runs, plots) into ``folder``."""
     by_entry: dict[str, list[RecordRow]] = defaultdict(list)
     for row in rows:
         by_entry[row.entry].append(row)
     entry_template = env.get_template("entry.html")
     sweeps = _sweep_index(rows)
+    standing = _standing(tracks)
     for entry, entry_rows in by_entry.items():
-        entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting))
-        plots = _entry_plots(entry_rows) + _study_curves(entry_rows, sweeps)
+        entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting, r.path))
+        places = standing.get(entry, [])
+        plots = [_worst_case_chart(p["ranked"], p["track"]) for p in places if "ranked" in p and p["ranked"].rob_m]
+        plots += _entry_plots(entry_rows) + _study_curves(entry_rows, sweeps) + _budget_curves(entry_rows)
         runs = [(parsed(r), r.path, r.attack_label) for r in entry_rows]
         (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
-            entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root=".."),
-            encoding="utf-8")
+            entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root="..",
+            places=places, slug=slugify), encoding="utf-8")
     return len(by_entry)
 
 
+def _budget_curves(entry_records: list[RecordRow]) -> list[str]:
+    """Robust accuracy against attack cost (gradient draws per image) when an entry has White-box
+    records of one attack at several budgets (``bench study budget``)."""
+    plots = []
+    groups: dict[tuple[str, str, str], list[tuple[float, RecordRow]]] = defaultdict(list)
+    for r in entry_records:
+        cost = parsed(r).cost.gradient_draws_per_sample
+        if r.setting == "white" and cost:
+            groups[(r.dataset, r.threat, r.attack)].append((cost, r))
+    for (dataset, threat, attack), points in sorted(groups.items()):
+        by_cost = {c: r for c, r in sorted(points, key=lambda p: (p[0], p[1].robust_acc))}
+        if len(by_cost) < 3:
+            continue
+        pts = sorted(by_cost.items())
+        plots.append(line_chart(
+            [Series(attack, [(c, r.robust_acc) for c, r in pts], [(r.robust_ci_low, r.robust_ci_high) for _, r in pts])],
+            title=f"Budget curve: {attack} ({DATASET_TITLES.get(dataset, dataset)}, {threat})",
+            x_label="gradient draws per image", y_label="expected robust accuracy", log_x=True, y_range=(0, 1)))
+    return plots
+
+
+def _built_at(records: list[Record]) -> str:
+    """The newest record's finish time: the site depends only on its inputs (byte-identical rebuilds)."""
+    stamps = sorted((r.finished_at or r.created_at) for r in records)
+    return (stamps[-1].replace("T", " ") + " (newest record)") if stamps else "no records"
+
+
 def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
-    """Validate and ingest every record under ``records_dir`` and render the site into ``out``.
+    """Validate and ingest every record under ``records_dir`` (the literature track's records
+    under ``records_dir / literature`` by their own schema) and render the site into ``out``.
     Raises :class:`BenchError` listing every invalid record (nothing is rendered then)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    from bench.publish.literature import LITERATURE_DIR, literature_tables, validate_literature
+
     started = time.perf_counter()
     pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
+    literature, literature_errors = validate_literature(records_dir / LITERATURE_DIR)
+    errors += literature_errors
     if errors:
         raise BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
     paths = [file.relative_to(records_dir) for file, _ in pairs]
@@ -332,20 +322,22 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     ingest(list(zip(paths, records)), database)
     engine = create_engine(f"sqlite:///{database}")
     with Session(engine) as session:
-        rows = list(session.scalars(select(RecordRow)))
+        rows = list(session.scalars(select(RecordRow).order_by(RecordRow.path)))
         session.expunge_all()
     engine.dispose()
-    tables = build_tables(rows)
+    tracks = build_tracks(rows, parsed, DATASET_TITLES)
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
     env.filters["paper_url"] = paper_url
-    built_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    for table in tables:
-        (staging / "tables" / f"{table.table_id}.csv").write_text(_table_csv(table), encoding="utf-8")
+    built_at = _built_at(records)
+    for track in tracks:
+        (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
+    lit_tables = literature_tables(literature)
     (staging / "index.html").write_text(env.get_template("index.html").render(
-        tables=tables, attack_columns=leaderboard_attacks(), built_at=built_at, n_records=len(rows), root="."), encoding="utf-8")
-    entries = _render_entries(env, rows, staging / "entries", built_at)
+        tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",
+        rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED), encoding="utf-8")
+    entries = _render_entries(env, rows, tracks, staging / "entries", built_at)
     shutil.copytree(STATIC, staging / "assets")
     for path in paths:  # the downloadable records, exactly the validated files
         target = staging / "records" / path
@@ -359,5 +351,5 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)
     staging.replace(out)
-    return {"records": len(rows), "entries": entries, "tables": len(tables),
+    return {"records": len(rows), "entries": entries, "tables": len(tracks), "literature": len(literature),
             "seconds": time.perf_counter() - started, "out": str(out)}

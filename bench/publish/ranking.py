@@ -93,9 +93,31 @@ def rank_intervals(per_entry: Mapping[str, Sequence[float]], resamples: int = RA
         return 1 + (means[..., None, :] > means[..., :, None]).sum(axis=-1)
 
     point = ranks(values.mean(axis=1))
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
-    boot = ranks(values[:, picks].mean(axis=2).T)  # (resamples, entries)
+    boot = ranks(_resampled_means(values, resamples, seed).T)  # (resamples, entries)
     low = np.floor(np.percentile(boot, 2.5, axis=0)).astype(int)
     high = np.ceil(np.percentile(boot, 97.5, axis=0)).astype(int)
     return {n: (int(point[i]), int(min(low[i], point[i])), int(max(high[i], point[i]))) for i, n in enumerate(names)}
+
+
+def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(entries, resamples) means over the same image resamples for every entry (paired)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
+    return values[:, picks].mean(axis=2)
+
+
+def significant_pairs(per_entry: Mapping[str, Sequence[float]], resamples: int = RANK_RESAMPLES,
+                      seed: int = RANK_SEED) -> dict[str, tuple[list[str], list[str]]]:
+    """``{entry: (above, below)}``: the entries whose paired difference to it has a 95% percentile
+    bootstrap interval (the same image resamples as :func:`rank_intervals`) entirely above / below 0."""
+    names = list(per_entry)
+    values = np.asarray([list(per_entry[n]) for n in names], dtype=float)
+    boot = _resampled_means(values, resamples, seed)  # (entries, resamples)
+    diffs = boot[:, None, :] - boot[None, :, :]  # [i, j] = entry i − entry j
+    low, high = np.percentile(diffs, 2.5, axis=2), np.percentile(diffs, 97.5, axis=2)
+    result: dict[str, tuple[list[str], list[str]]] = {}
+    for j, name in enumerate(names):
+        above = [names[i] for i in range(len(names)) if i != j and low[i, j] > 0]
+        below = [names[i] for i in range(len(names)) if i != j and high[i, j] < 0]
+        result[name] = (above, below)
+    return result

@@ -125,6 +125,8 @@ class Record(BaseModel):
     rob_m: list[RobPoint] | None = None
     cost: Cost
     seed: int
+    # the budgets it was run under (bench/protocols; "paper" = plug-in defaults). Older records lack it
+    protocol: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     git_commit: str | None
     package_versions: dict[str, str | None]
     created_at: str
@@ -214,11 +216,14 @@ def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None)
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
-    """Validate every ``*.json`` under ``paths``; returns ((file, record) pairs, error messages)."""
+    """Validate every ``*.json`` under ``paths``; returns ((file, record) pairs, error messages).
+    Files in a ``literature`` folder are the literature track's, with their own schema
+    (:func:`bench.publish.literature.validate_literature`); they are skipped here."""
     known = registry_names()
     files: list[Path] = []
     for path in paths:
-        files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
+        found = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        files.extend(f for f in found if "literature" not in f.relative_to(path).parts[:-1] or not path.is_dir())
     records, errors = [], []
     for file in files:
         try:
@@ -255,24 +260,34 @@ def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple
             if k not in ignore and plain(config.get(k)) != plain(defaults.get(k))]
 
 
-def attack_label(name: str, config: dict[str, Any]) -> str:
-    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with its non-default options (the
-    threat model's norm, ε and step size are shown elsewhere)."""
+def attack_label(name: str, config: dict[str, Any], protocol: str | None = None) -> str:
+    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with the options that differ from its
+    defaults under ``protocol`` (the threat model's norm, ε and step size are shown elsewhere)."""
     import dataclasses
 
-    defaults = dataclasses.asdict(ATTACKS.get(name).config_cls())
+    from bench.core.config import build_config
+    from bench.protocols import load_protocol
+
+    budgets = load_protocol(protocol).attack_options(name) if protocol else {}
+    defaults = dataclasses.asdict(build_config(ATTACKS.get(name).config_cls, budgets))
     extra = _non_default(config, defaults, ignore=("norm", "eps", "step_size"))
     return f"{name}[{','.join(extra)}]" if extra else name
 
 
-def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: str) -> str:
-    """The leaderboard row a record belongs to: defense + non-default options (+ classifier
-    when it is not the dataset's default)."""
+def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: str, protocol: str | None = None) -> str:
+    """The leaderboard row a record belongs to: defense + options that differ from its defaults
+    under ``protocol`` (the plug-in's defaults with the protocol's budgets over them; e.g. the toy
+    protocol's nfe=20 is not an option of the entry) + classifier when it is not the dataset's
+    default."""
     import dataclasses
 
+    from bench.core.config import build_config
+    from bench.protocols import load_protocol
     from bench.zoo.classifiers import DEFAULT_CLASSIFIERS
 
-    defaults = dataclasses.asdict(DEFENSES.get(defense).config_cls())
+    config_cls = DEFENSES.get(defense).config_cls
+    budgets = load_protocol(protocol).defense_options(defense) if protocol else {}
+    defaults = dataclasses.asdict(build_config(config_cls, budgets))
     options = _non_default(config, defaults)
     if classifier and classifier != DEFAULT_CLASSIFIERS.get(dataset):
         options.append(f"classifier={classifier}")
@@ -298,7 +313,8 @@ def record_from_run(run: Any) -> dict[str, Any]:
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
-        "entry": entry_key(run.defense, run.defense_config, run.classifier, run.dataset),
+        "entry": entry_key(run.defense, run.defense_config, run.classifier, run.dataset,
+                           (run.runtime or {}).get("protocol")),
         "defense": {"name": run.defense, "config": run.defense_config, "nfe": run.nfe, "paper": defense_cls.paper,
                     "diffusion_model": defense_cls.model_files.get(run.dataset, ""), "addt": defense_cls.addt},
         "attack": {"name": run.attack, "config": run.attack_config, "unreliable": attack_cls.unreliable},
@@ -314,6 +330,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "cost": {"wall_seconds": run.wall_seconds, "attack_seconds": run.attack_seconds or 0.0, "device": run.device,
                  **{f"{key}_per_sample": value for key, value in metrics.get("cost_per_sample", {}).items()}},
         "seed": run.seed,
+        "protocol": (run.runtime or {}).get("protocol"),
         "git_commit": run.git_commit,
         "package_versions": run.package_versions,
         "created_at": run.created_at.isoformat(timespec="seconds"),
@@ -324,7 +341,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
             "adv_correct": adv_correct,
         },
     }
-    record["_attack_label"] = attack_label(run.attack, run.attack_config)
+    record["_attack_label"] = attack_label(run.attack, run.attack_config, (run.runtime or {}).get("protocol"))
     return record
 
 
@@ -344,7 +361,11 @@ def dumps_record(value: Any, indent: int = 0) -> str:
 def record_path(root: Path, record: dict[str, Any]) -> Path:
     threat = threat_label(record["threat_model"]["norm"], record["threat_model"]["eps"])
     name = f"{_slug(record['entry'])}__{_slug(record.pop('_attack_label', record['attack']['name']))}__{_slug(record['setting'])}.json"
-    return root / record["dataset"]["name"] / threat / name
+    folder = root / record["dataset"]["name"] / threat
+    # records made under a protocol file live in its folder: results/toy/linf-0.25/toy/...; records of
+    # the plug-ins' paper budgets (and older records, which name no protocol) stay directly in the threat folder
+    protocol = record.get("protocol")
+    return (folder / protocol if protocol and protocol != "paper" else folder) / name
 
 
 def export_run(run: Any, root: Path) -> Path:

@@ -1,0 +1,104 @@
+"""Evaluation protocols kept in the repository as data (``bench/protocols/*.toml``).
+
+A protocol fixes the budgets of every defense and attack on one dataset, so that all entries of
+a leaderboard track are evaluated alike and a visitor who re-runs an entry gets its record's
+numbers. ``toy.toml`` is the toy suite's (applied by ``bench run --dataset toy`` unless
+``--protocol paper``); ``paper`` is no file: each plug-in's own defaults, the papers' budgets.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import ConfigError, UnknownNameError
+
+PROTOCOL_DIR = Path(__file__).resolve().parent
+PAPER = "paper"
+DEFAULT_FOR_DATASET = {"toy": "toy"}  # datasets without an entry use the paper's budgets
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Budgets of one track: per-defense and per-attack option overrides plus the ranked records'
+    size, seed, evaluation draws and ranking attacks."""
+
+    key: str
+    name: str
+    dataset: str | None
+    description: str
+    defenses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    n_samples: int | None = None
+    seed: int = 0
+    eval_draws: int = 10
+    ranking_attacks: tuple[str, ...] = ()
+
+    def defense_options(self, defense: str) -> dict[str, Any]:
+        """The protocol's options for ``defense``; a defense the protocol does not list fails,
+        since running it at other budgets than its track's entries would not compare alike."""
+        if self.key == PAPER:
+            return {}
+        if defense not in self.defenses:
+            raise ConfigError(
+                f"protocol {self.name!r} has no budgets for defense {defense!r}: add a line for it under "
+                f"[defenses] in {PROTOCOL_DIR / (self.key + '.toml')} (listed: {', '.join(sorted(self.defenses))}), "
+                f"or run with --protocol paper")
+        return dict(self.defenses[defense])
+
+    def attack_options(self, attack: str) -> dict[str, Any]:
+        if self.key == PAPER:
+            return {}
+        if attack not in self.attacks:
+            raise ConfigError(
+                f"protocol {self.name!r} has no budgets for attack {attack!r}: add a line for it under [attacks] "
+                f"in {PROTOCOL_DIR / (self.key + '.toml')} (listed: {', '.join(sorted(self.attacks))}), or run "
+                f"with --protocol paper")
+        return dict(self.attacks[attack])
+
+
+PAPER_PROTOCOL = Protocol(PAPER, PAPER, None, "each plug-in's defaults: the budgets of its paper")
+
+
+def available() -> list[str]:
+    return [PAPER] + sorted(p.stem for p in PROTOCOL_DIR.glob("*.toml") if _kind(p) == "evaluation")
+
+
+def _kind(path: Path) -> str:
+    with path.open("rb") as handle:
+        return "reproduction" if "cells" in tomllib.load(handle) else "evaluation"
+
+
+def load_protocol(key: str) -> Protocol:
+    """The protocol named ``key`` (``paper`` or a file stem in ``bench/protocols``)."""
+    if key == PAPER:
+        return PAPER_PROTOCOL
+    path = PROTOCOL_DIR / f"{key}.toml"
+    if not path.is_file() or _kind(path) != "evaluation":
+        raise UnknownNameError(f"Unknown protocol {key!r}. Valid protocols: {', '.join(available())}.")
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    try:
+        return Protocol(
+            key=key, name=str(data["name"]), dataset=data.get("dataset"), description=str(data["description"]),
+            defenses={k: dict(v) for k, v in data.get("defenses", {}).items()},
+            attacks={k: dict(v) for k, v in data.get("attacks", {}).items()},
+            n_samples=data.get("n_samples"), seed=int(data.get("seed", 0)), eval_draws=int(data.get("eval_draws", 10)),
+            ranking_attacks=tuple(data.get("ranking_attacks", ())),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"protocol file {path} is malformed: {err!r}") from None
+
+
+def protocol_for(dataset: str, requested: str | None) -> Protocol:
+    """``requested`` (a name) or, when None, the dataset's default protocol; a protocol written for
+    another dataset is refused."""
+    protocol = load_protocol(requested or DEFAULT_FOR_DATASET.get(dataset, PAPER))
+    if protocol.dataset not in (None, dataset):
+        raise ConfigError(f"protocol {protocol.name!r} is for dataset {protocol.dataset!r}, not {dataset!r}; "
+                          f"valid for {dataset!r}: {PAPER}"
+                          + "".join(f", {k}" for k in available() if k != PAPER and load_protocol(k).dataset == dataset))
+    return protocol
