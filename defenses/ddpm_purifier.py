@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.core.defense import Defense, DefenseConfig, run_step
+from bench.core.defense import Checkpoint, Defense, DefenseConfig, checkpointed_steps, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 
@@ -95,8 +95,9 @@ class TruncatedDiffusionPurifier(Defense):
             "reverse": StreamSpec(self.reverse_stochastic_steps(), tuple(sample_shape)),
         }
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         timesteps = self.config.timesteps
+        marks = checkpointed_steps(checkpoint, len(timesteps))
         x_d = 2 * x - 1
         t_star = torch.tensor([timesteps[0]], device=x.device)
         sample = self.scheduler.add_noise(x_d, noise.step("forward", 0), t_star)  # Eq. 2
@@ -108,10 +109,7 @@ class TruncatedDiffusionPurifier(Defense):
             if t > 0 and reverse.shape[0] > 0:
                 step_noise = reverse[k]
                 k += 1
-            # the last step is never recomputed: backward reaches it right after the classifier,
-            # so storing its activations costs no more peak memory than recomputing them
-            last = i == len(timesteps) - 1
-            sample = run_step(self._denoise_step, sample, step_noise, t, prev_t, checkpoint=checkpoint and not last)
+            sample = run_step(self._denoise_step, sample, step_noise, t, prev_t, checkpoint=marks[i])
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _denoise_step(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
+from bench.core.defense import Checkpoint, Defense, DefenseConfig, checkpointed_steps, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.vp import VPSchedule
@@ -94,15 +94,16 @@ class DiffPure(Defense):
             spec["corrector"] = StreamSpec(steps, tuple(sample_shape))
         return spec
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         cfg = self.config
         a_bar = self.schedule.discrete_alpha_bar(cfg.t_star)
         sample = math.sqrt(a_bar) * (2 * x - 1) + math.sqrt(1 - a_bar) * noise.step("forward", 0)
         grid = cfg.grid()
+        marks = checkpointed_steps(checkpoint, len(grid) - 1)
         for k in range(len(grid) - 1):
             corrector_noise = noise.step("corrector", k) if self.corrector else None
             sample = run_step(self._step, sample, noise.step("reverse", k), corrector_noise, grid[k], grid[k + 1],
-                              checkpoint=checkpoint and k < len(grid) - 2)  # last step: no recompute
+                              checkpoint=marks[k])
         out = (sample + 1) / 2
         return out.clamp(0, 1) if cfg.clamp_output else out
 

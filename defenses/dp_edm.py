@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
+from bench.core.defense import Checkpoint, Defense, DefenseConfig, checkpointed_steps, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.edm import churn_gammas, heun_step, karras_sigmas
@@ -70,16 +70,16 @@ class _EDMPurifier(Defense):
         churned = sum(1 for g in self._gammas if g > 0)
         return {"forward": StreamSpec(1, tuple(sample_shape)), "churn": StreamSpec(churned, tuple(sample_shape))}
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         cfg = self.config
+        marks = checkpointed_steps(checkpoint, cfg.num_steps)
         sample = (2 * x - 1) + cfg.sigma_max * noise.step("forward", 0)  # Eq. 14, no scaling
         churn, k = noise["churn"], 0
         for i in range(cfg.num_steps):
             step_noise = None
             if self._gammas[i] > 0:
                 step_noise, k = churn[k], k + 1
-            sample = run_step(self._heun_step, sample, step_noise, i,
-                              checkpoint=checkpoint and i < cfg.num_steps - 1)  # last step: no recompute
+            sample = run_step(self._heun_step, sample, step_noise, i, checkpoint=marks[i])
         return ((sample + 1) / 2).clamp(0, 1)
 
     def _heun_step(self, x: torch.Tensor, churn_noise: torch.Tensor | None, i: int) -> torch.Tensor:

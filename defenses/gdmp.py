@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.defense import Defense, DefenseConfig, register_defense, run_step
+from bench.core.defense import Checkpoint, Defense, DefenseConfig, checkpointed_steps, register_defense, run_step
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.ddpm import (
@@ -129,7 +129,7 @@ class GDMP(Defense):
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
         return {name: StreamSpec(n * self.config.paths, tuple(sample_shape)) for name, n in self._per_path().items()}
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         """Returns (B, paths, C, H, W) in [0, 1]; paths are stacked into the batch internally."""
         cfg = self.config
         batch, paths, shape = x.shape[0], cfg.paths, x.shape[1:]
@@ -140,6 +140,7 @@ class GDMP(Defense):
         x_adv = (2 * x - 1).repeat(paths, *([1] * (x.dim() - 1)))
         z = x_adv
         reverse_k = guide_k = 0
+        marks = iter(checkpointed_steps(checkpoint, cfg.iterations * cfg.purify_step, keep_last=False))
         for it in range(cfg.iterations):
             a_star = self._a_bar[cfg.purify_step]
             z = math.sqrt(a_star) * z + math.sqrt(1 - a_star) * streams["forward"][it]
@@ -148,7 +149,7 @@ class GDMP(Defense):
                 reverse_k += i > 0
                 guide_noise = streams["guidance"][guide_k] if cfg.guidance != "none" else None
                 guide_k += cfg.guidance != "none"
-                z = run_step(self._step, z, x_adv, step_noise, guide_noise, i, checkpoint=checkpoint)
+                z = run_step(self._step, z, x_adv, step_noise, guide_noise, i, checkpoint=next(marks))
         out = ((z + 1) / 2).clamp(0, 1)
         return out.view(paths, batch, *shape).transpose(0, 1)
 

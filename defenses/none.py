@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.defense import Defense, DefenseConfig, register_defense
+from bench.core.defense import Checkpoint, Defense, DefenseConfig, register_defense
 from bench.core.noise import NoiseBatch, StreamSpec
 
 
@@ -25,7 +25,7 @@ class NoDefense(Defense):
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
         return {}
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         return x
 
     @classmethod

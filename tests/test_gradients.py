@@ -28,11 +28,24 @@ def test_gradient_matches_central_finite_differences(name: str) -> None:
 
 @pytest.mark.parametrize("name", PURIFIERS)
 def test_checkpointed_gradient_equals_plain_gradient(name: str, images: torch.Tensor) -> None:
+    """Bitwise, for all steps and for every partial fraction (evenly spread checkpointed steps)."""
     model = tiny_model(name)
     y = torch.tensor([0, 1, 2, 3])
     plain, _ = make_target(model, "white", [0, 1, 2, 3]).eot_gradient(images, y, step=0, eot=3)
-    ckpt, _ = make_target(model, "white", [0, 1, 2, 3], checkpoint=True).eot_gradient(images, y, step=0, eot=3)
-    torch.testing.assert_close(ckpt, plain, rtol=0, atol=0)
+    for fraction in (True, 0.25, 0.5, 0.75):
+        ckpt, _ = make_target(model, "white", [0, 1, 2, 3], checkpoint=fraction).eot_gradient(images, y, step=0, eot=3)
+        torch.testing.assert_close(ckpt, plain, rtol=0, atol=0, msg=f"checkpoint={fraction}")
+
+
+def test_checkpointed_steps_are_evenly_spread_and_never_the_last() -> None:
+    from bench.core.defense import checkpointed_steps
+
+    assert checkpointed_steps(False, 5) == [False] * 5 and checkpointed_steps(True, 5) == [True] * 4 + [False]
+    half = checkpointed_steps(0.5, 9)
+    assert sum(half) == 4 and half == [False, True] * 4 + [False]
+    assert sum(checkpointed_steps(0.3, 101)) == 30 and sum(checkpointed_steps(1.0, 36, keep_last=False)) == 36
+    with pytest.raises(ValueError, match="not in"):
+        checkpointed_steps(1.5, 4)
 
 
 def test_eot_gradient_does_not_depend_on_chunking(images: torch.Tensor) -> None:

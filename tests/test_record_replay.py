@@ -1,12 +1,12 @@
 """Regression: committed toy records re-run sample by sample give identical per-sample outcomes.
 
-Proof that a refactoring changed no number: the first samples (4, or 2 for the two NFE-100 records) of committed records, re-run
+Proof that a refactoring changed no number: the first samples (4, or 2 for the AutoAttack record) of committed records, re-run
 from their stored configs and seeds (``bench.harness.replay``), must reproduce the stored counts
 of correct evaluation draws exactly (clean and adversarial).
 
-The default set is chosen to be cheap (~2 minutes in all on 2 cores): two ``pgd_eot`` records of ``results/``
-(``dp_ddpm`` White-box, whose DDPM maths comes from ``bench.families``, and ``dp_ddim`` under
-``dw_both``) and an ``aa_rand_fixed`` record in
+The default set is chosen to be cheap (under a minute in all on 2 cores): the toy protocol's
+``dp_ddpm`` records under ``pgd_eot`` and ``aa_rand_fixed`` (whose DDPM maths comes from
+``bench.families``) and an ``aa_rand_fixed`` record in
 ``tests/fixtures/records/`` that the pre-restructuring code (commit eef6f67) produced at reduced
 budgets (NFE 10, APGD 20 iterations, EoT 5). ``BENCH_REPLAY_FULL=1`` replays the first 4 samples
 of every record under ``results/`` instead (the published-budget AutoAttack records take ~9 min
@@ -25,15 +25,16 @@ from bench.publish.records import load_record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "toy" / "linf-0.25"
+TOY = RESULTS / "toy"  # records of the toy protocol (bench/protocols/toy.toml)
 DEFAULT = [
-    RESULTS / "dp_ddpm__pgd_eot__white.json",
-    RESULTS / "dp_ddim__pgd_eot__dw_both.json",
+    TOY / "dp_ddpm__pgd_eot__white.json",
+    TOY / "dp_ddpm__aa_rand_fixed__white.json",
     ROOT / "tests" / "fixtures" / "records" / "dp_ddpm-nfe=10__aa_rand_fixed-eot=5,n_iter=20__white.json",
 ]
 FULL = bool(os.environ.get("BENCH_REPLAY_FULL"))
 RECORDS = sorted(p for p in (ROOT / "results").rglob("*.json") if "literature" not in p.parts) if FULL else DEFAULT
-# the two paper-budget (NFE 100) records replay 2 samples by default to keep the suite under ten minutes
-N = {RESULTS / "dp_ddpm__pgd_eot__white.json": 2, RESULTS / "dp_ddim__pgd_eot__dw_both.json": 2}
+# the toy protocol's AutoAttack record replays 2 samples by default to keep the suite near ten minutes
+N = {TOY / "dp_ddpm__aa_rand_fixed__white.json": 2}
 
 
 @pytest.mark.slow

@@ -61,8 +61,9 @@ def test_auto_policy_checkpoints_only_over_budget() -> None:
     assert not roomy.checkpoint and roomy.chunk_size == 40
     tight = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 10, 40)
     assert tight.checkpoint and tight.bytes_per_sample < per_sample and 1 <= tight.chunk_size <= 40
+    assert 0 < tight.checkpoint <= 1  # a fraction of the steps, not necessarily all
     never = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "never", per_sample * 10, 40)
-    assert not never.checkpoint and never.chunk_size == 10
+    assert not never.checkpoint and never.chunk_size == (per_sample * 10) // never.bytes_per_sample < 40
     with pytest.raises(ConfigError, match="'sometimes' is not one of never, always, auto"):
         plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "sometimes", 1, 1)
 
@@ -79,3 +80,24 @@ def test_every_parameter_of_a_fresh_toy_denoiser_gets_a_gradient(kind: str) -> N
     FAMILIES[kind]().clean_loss(model, torch.rand(8, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0)).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().max() > 0]
     assert not dead, f"{kind}: no gradient reaches {dead[:5]}"
+
+
+@pytest.mark.parametrize("name, share", [("dp_ddpm", s) for s in (0.9, 0.6, 0.35, 0.1)]
+                         + [(n, s) for n in ("diffpure", "dp_edm", "gdmp") for s in (0.6, 0.2)])
+def test_partial_checkpointing_plan_stays_within_its_budget(name: str, share: float) -> None:
+    """The planner checkpoints the smallest fraction of steps that fits, and the measured peak of
+    one gradient pass (the project's tracker, every storage alive) stays within the budget."""
+    from bench.harness.memtrack import PeakMemory
+    from tests.conftest import make_target
+
+    model = tiny_model(name)
+    batch = 12
+    per_sample = saved_bytes_per_sample(model, (1, 8, 8), torch.device("cpu"), torch.float32)
+    budget = int(per_sample * batch * share)
+    plan = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", budget, batch)
+    assert 0 < plan.checkpoint <= 1 and plan.bytes_per_sample * plan.chunk_size <= budget
+    target = make_target(model, "white", list(range(batch)), checkpoint=plan.checkpoint, chunk=plan.chunk_size)
+    x, y = torch.rand(batch, 1, 8, 8), torch.arange(batch) % 10
+    with PeakMemory() as peak:
+        target.eot_gradient(x, y, step=0, eot=1)
+    assert peak.peak <= budget, (plan, peak.peak, budget)

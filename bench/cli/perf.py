@@ -22,15 +22,20 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                                   parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
         return 0
 
+    if args.adjoint:
+        from bench.harness.adjoint import run_adjoint_comparison
+
+        print(run_adjoint_comparison(args.adjoint, args.batch or 1, args.adjoint_dt))
+        return 0
     print(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
     return 0
 
 
 def add_parsers(sub: Any) -> None:
     perf = sub.add_parser("perf", help="measure gradient cost, checkpoint memory and EoT batching")
-    perf.add_argument("--model", action="append", choices=["toy", "cifar10-ddpm"],
-                      help="UNet(s) to measure (default: both)")
-    perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 cifar10-ddpm)")
+    perf.add_argument("--model", action="append", choices=["toy", "cifar10-ddpm", "cifar10-ncsnpp", "cifar10-edm"],
+                      help="denoiser(s) to measure: the toy DDPM UNet, or at full size with WRN-28-10 and random weights the DDPM UNet, DiffPure's NCSN++ (DDPM++ deep) or EDM's SongUNet (default: toy and cifar10-ddpm)")
+    perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 at full size)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
     perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
     perf.add_argument("--leaderboard", type=int, metavar="N", help="instead: time the site build on N synthetic records")
@@ -41,4 +46,7 @@ def add_parsers(sub: Any) -> None:
     perf.add_argument("--aa-opt", action="append", metavar="KEY=VALUE",
                       help="AutoAttack option for --attack-cost (e.g. n_iter=100, eot=20)")
     perf.add_argument("--db", help="store the --attack-cost runs here (default: in memory)")
+    perf.add_argument("--adjoint", action="append", choices=["toy", "cifar10"],
+                      help="instead: ours vs DiffPure's torchsde adjoint gradient (pip install -e '.[perf]')")
+    perf.add_argument("--adjoint-dt", type=float, default=1e-3, help="solver step for --adjoint (DiffPure: 1e-3)")
     perf.set_defaults(func=_cmd_perf)

@@ -44,7 +44,8 @@ def _format_summary(run: Any) -> str:
     draws = metrics["draws"]
     lines = [
         f"run {run.id}: {run.defense} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
-        f"on {run.dataset}, n={metrics['n']} samples x {draws} noise draws, NFE {run.nfe}, "
+        f"on {run.dataset} (protocol {(run.runtime or {}).get('protocol', 'paper')}), n={metrics['n']} samples x "
+        f"{draws} noise draws, NFE {run.nfe}, "
         f"{run.wall_seconds:.1f}s",
         f"{'accuracy':<16}{'clean [95% CI]':<26}{'robust [95% CI]':<26}",
     ]
@@ -202,6 +203,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from bench.core.config import parse_overrides
+    from bench.harness.reproduce import format_plan, format_results, load_reproduction, plan, run
+    from bench.harness.store import open_store
+
+    repro = load_reproduction(args.name)
+    norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
+    cells = plan(repro, n_samples=args.n_samples, defense_options=parse_overrides(args.defense_opt),
+                 attack_options=parse_overrides(args.attack_opt), device=args.device, norms=norms,
+                 eval_draws=args.draws)
+    ms = args.gpu_ms_per_call if args.gpu_ms_per_call is not None else repro.gpu_ms_per_call
+    print(format_plan(repro, cells, ms))
+    if args.dry_run:
+        return 0
+    engine = open_store(args.db)
+    run(engine, cells, executor=args.executor, db_url=db_url(args.db), address=args.address,
+        progress=progress_bar(f"reproduce {repro.name}"))
+    print(format_results(cells))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="evaluate one defense against one attack and store the result",
                          epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -263,6 +285,20 @@ def add_parsers(sub: Any) -> None:
     grid.add_argument("--db")
     executor_flags(grid)
     grid.set_defaults(func=_cmd_grid)
+
+    reproduce = sub.add_parser("reproduce", help="run a paper's table from its protocol file (bench/protocols/NAME.toml)")
+    reproduce.add_argument("name", help="e.g. addt-table2-cifar10, addt-table3-nfe")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the cells and the estimated GPU-hours, run nothing")
+    reproduce.add_argument("--n-samples", type=int, help="images per cell (default: the paper's)")
+    reproduce.add_argument("--draws", type=int, help="evaluation draws K per image (default: the protocol's)")
+    reproduce.add_argument("--norms", help="comma-separated subset of the paper's norms (default: all it reports)")
+    reproduce.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
+    reproduce.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
+    reproduce.add_argument("--gpu-ms-per-call", type=float, help="cost of one denoiser call per image for the estimate")
+    reproduce.add_argument("--device", default="cpu")
+    reproduce.add_argument("--db")
+    executor_flags(reproduce)
+    reproduce.set_defaults(func=_cmd_reproduce)
 
     results = sub.add_parser("results", help="list stored runs")
     results.add_argument("--format", choices=["table", "csv", "json"], default="table")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -81,11 +84,12 @@ class Defense(nn.Module, ABC):
         """Named streams this defense consumes for one sample of shape (C, H, W)."""
 
     @abstractmethod
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         """Purify ``x`` (B, C, H, W) in [0, 1] using ``noise``; returns (B, C, H, W) in [0, 1].
 
-        With ``checkpoint`` and grad enabled, each reverse step runs under non-reentrant
-        ``torch.utils.checkpoint`` (its noise is an input, so recomputation is exact).
+        With ``checkpoint`` (True, or a fraction of the steps, see :func:`checkpointed_steps`) and
+        grad enabled, those reverse steps run under non-reentrant ``torch.utils.checkpoint`` (a
+        step's noise is an input, so recomputation is exact and the gradient bitwise unchanged).
         """
 
     @property
@@ -132,10 +136,44 @@ class Defense(nn.Module, ABC):
         """A tiny random-weight instance for tests."""
 
 
+Checkpoint = bool | float  # none (False, 0.0), all (True, 1.0), or the fraction f of reverse steps to checkpoint
+
+
+def checkpointed_steps(checkpoint: Checkpoint, total: int, keep_last: bool = True) -> list[bool]:
+    """Which of ``total`` reverse steps run under checkpointing for a fraction ``f`` (True = 1,
+    False = 0): evenly spread, step i of the n eligible ones iff ⌊(i+1)·f⌋ > ⌊i·f⌋, so exactly
+    ⌊n·f⌋ of them. With ``keep_last`` the last step is never eligible: backward reaches it right
+    after the classifier, so storing its activations costs no more peak memory than recomputing."""
+    f = float(checkpoint)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"checkpoint fraction {f} is not in [0, 1]")
+    eligible = total - 1 if keep_last else total
+    marks = [int((i + 1) * f + 1e-9) > int(i * f + 1e-9) for i in range(max(eligible, 0))]
+    return marks + [False] * (total - len(marks))
+
+
+_step_counters: list[list[int]] = []
+
+
+@contextlib.contextmanager
+def counting_steps() -> Iterator[list[int]]:
+    """Count the reverse steps ``purify`` runs inside the block: ``[steps, marked for checkpointing]``
+    (the memory planner's probe; counting works with grad disabled too)."""
+    counts = [0, 0]
+    _step_counters.append(counts)
+    try:
+        yield counts
+    finally:
+        _step_counters.pop()
+
+
 def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
     """``fn(*args)``, under non-reentrant ``torch.utils.checkpoint`` when ``checkpoint`` is set
     and grad is enabled. A step's noise must be among ``args`` so recomputation replays it;
     the determinism check is skipped because no step draws random numbers."""
+    if _step_counters:
+        _step_counters[-1][0] += 1
+        _step_counters[-1][1] += bool(checkpoint)
     if checkpoint and torch.is_grad_enabled():
         return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none", preserve_rng_state=False)
     return fn(*args)

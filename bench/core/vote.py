@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.core.defense import Defense
+from bench.core.defense import Checkpoint, Defense
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch, StreamSpec
 
@@ -47,7 +47,7 @@ class MajorityVote(Defense):
         return {name: StreamSpec(spec.steps * self.votes, spec.shape)
                 for name, spec in self.inner.noise_spec(sample_shape).items()}
 
-    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: Checkpoint = False) -> torch.Tensor:
         """(B, C, H, W) -> (B, votes · inner paths, C, H, W): the N purifications of each input."""
         batch, n = x.shape[0], self.votes
         streams = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +22,91 @@ from torch import nn
 
 from bench.core.allocator import malloc_tuned
 from bench.core.defense import DefendedClassifier
+from bench.core.errors import ConfigError
 from bench.core.memory import MemoryPlan
 from bench.core.noise import NoiseSource
 from bench.core.settings import parse_setting
 from bench.core.target import StochasticTarget
 
 TIMING_NFE = 10  # reverse steps for the timing ratios (the ratio does not depend on it)
-DEFAULT_BATCH = {"toy": 16, "cifar10-ddpm": 1}
+DEFAULT_BATCH = {"toy": 16, "cifar10-ddpm": 1, "cifar10-ncsnpp": 1, "cifar10-edm": 1}
+MODELS = tuple(DEFAULT_BATCH)
 
 
-def _models(name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
-    """(UNet, classifier, sample shape) for ``toy`` (committed weights) or
-    ``cifar10-ddpm`` (google/ddpm-cifar10-32 architecture and RobustBench WRN-28-10, random weights)."""
-    if name == "toy":
-        from bench.zoo.toy import load_toy_classifier, load_toy_unet
+@dataclass
+class PerfModel:
+    """One denoiser family at one size: the network, how its defense calls it once (for the
+    compute floor), the defense built on it at a given number of reverse steps, and the classifier."""
 
-        return load_toy_unet(), load_toy_classifier(), (1, 8, 8)
-    from bench.zoo.nets.ddpm_unet import ddpm_cifar10_unet
+    name: str
+    net: nn.Module
+    classifier: nn.Module
+    shape: tuple[int, ...]
+    call: Callable[[torch.Tensor], torch.Tensor]  # one denoiser evaluation on a stacked batch in [-1, 1]
+    make_defense: Callable[[int], Any]  # reverse steps -> Defense
+    calls_per_step: int = 1  # denoiser evaluations per reverse step (EDM's Heun: 2, the last 1)
 
-    torch.manual_seed(0)
-    unet = ddpm_cifar10_unet()
+    def network_calls(self, steps: int) -> int:
+        return self.make_defense(steps).network_calls
+
+
+def _wrn() -> nn.Module:
     from bench.zoo.compat import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
-    classifier = WideResNet(28, 10)
-    return unet.eval().requires_grad_(False), classifier.eval().requires_grad_(False), (3, 32, 32)
+    return WideResNet(28, 10).eval().requires_grad_(False)
+
+
+def _perf_model(name: str) -> PerfModel:
+    """``toy`` (committed toy DDPM UNet and classifier), ``cifar10-ddpm`` (google/ddpm-cifar10-32 UNet),
+    ``cifar10-ncsnpp`` (DiffPure's NCSN++ DDPM++ deep) or ``cifar10-edm`` (EDM's SongUNet), the last
+    three with random weights and a RobustBench WRN-28-10."""
+    from bench.core.config import build_config
+    from bench.core.defense import DEFENSES
+
+    def cls_of(defense: str) -> Any:
+        return DEFENSES.get(defense)
+
+    if name in ("toy", "cifar10-ddpm"):
+        if name == "toy":
+            from bench.zoo.toy import load_toy_classifier, load_toy_unet
+
+            unet, classifier, shape = load_toy_unet(), load_toy_classifier(), (1, 8, 8)
+        else:
+            from bench.zoo.nets.ddpm_unet import ddpm_cifar10_unet
+
+            torch.manual_seed(0)
+            unet, classifier, shape = ddpm_cifar10_unet().eval().requires_grad_(False), _wrn(), (3, 32, 32)
+        dp = cls_of("dp_ddpm")
+        return PerfModel(name, unet, classifier, shape,
+                         lambda x: unet(x, torch.full((x.shape[0],), 50, dtype=torch.long)).sample,
+                         lambda steps: dp(build_config(dp.config_cls, {"nfe": steps}), unet))
+    if name == "cifar10-ncsnpp":
+        from bench.zoo.nets.ncsnpp import NCSNpp, NCSNppConfig
+
+        torch.manual_seed(0)
+        net = NCSNpp(NCSNppConfig(dropout=0.0)).eval().requires_grad_(False)
+        dp = cls_of("diffpure")
+        return PerfModel(name, net, _wrn(), (3, 32, 32), lambda x: net(x, torch.full((x.shape[0],), 50.0)),
+                         lambda steps: dp(build_config(dp.config_cls, {"dt": 0.1 / steps}), net))
+    if name == "cifar10-edm":
+        from bench.zoo.nets.songunet import EDMPrecond
+
+        torch.manual_seed(0)
+        net = EDMPrecond().eval().requires_grad_(False)
+        dp = cls_of("dp_edm")
+        return PerfModel(name, net, _wrn(), (3, 32, 32), lambda x: net(x, torch.full((x.shape[0],), 0.3)),
+                         lambda steps: dp(build_config(dp.config_cls, {"num_steps": max(steps // 2 + 1, 2)}), net),
+                         calls_per_step=2)
+    raise ConfigError(f"unknown perf model {name!r}; valid: {', '.join(MODELS)}")
+
+
+def _models(name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """(denoiser, classifier, sample shape) of a perf model (see :func:`_perf_model`)."""
+    model = _perf_model(name)
+    return model.net, model.classifier, model.shape
 
 
 def _best_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -62,29 +121,37 @@ def _best_time(fn: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
-def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkpoint: bool) -> StochasticTarget:
-    from bench.core.config import build_config
-    from bench.core.defense import DEFENSES
+_current: dict[str, PerfModel] = {}
 
-    dp_ddpm = DEFENSES.get("dp_ddpm")
 
-    model = DefendedClassifier(dp_ddpm(build_config(dp_ddpm.config_cls, {"nfe": nfe}), unet), classifier).eval()
+def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkpoint: float | bool) -> StochasticTarget:
+    """A White-box target of the perf model whose network is ``unet`` at ``nfe`` reverse steps."""
+    model = next((m for m in _current.values() if m.net is unet), None)
+    if model is None:  # a network not made by _perf_model: the DDPM purifier around it
+        from bench.core.config import build_config
+        from bench.core.defense import DEFENSES
+
+        dp = DEFENSES.get("dp_ddpm")
+        defense = dp(build_config(dp.config_cls, {"nfe": nfe}), unet)
+    else:
+        defense = model.make_defense(nfe)
+    defended = DefendedClassifier(defense, classifier).eval()
     plan = MemoryPlan(checkpoint, 1 << 30, 1)
-    return StochasticTarget(model, parse_setting("white"), NoiseSource(0), list(range(batch)), plan, plan)
+    return StochasticTarget(defended, parse_setting("white"), NoiseSource(0), list(range(batch)), plan, plan)
 
 
 def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
-    unet, classifier, shape = _models(name)
+    model = _current.setdefault(name, _perf_model(name))
+    unet, classifier, shape = model.net, model.classifier, model.shape
     stacked = batch * eot
     x = torch.rand(batch, *shape)
     y = torch.zeros(batch, dtype=torch.long)
 
     x_stacked = torch.rand(stacked, *shape) * 2 - 1
-    t = torch.full((stacked,), 50, dtype=torch.long)
 
     def unet_fwd_bwd() -> None:
         inp = x_stacked.clone().requires_grad_(True)
-        torch.autograd.grad(unet(inp, t).sample, inp, torch.ones_like(inp))
+        torch.autograd.grad(model.call(inp), inp, torch.ones_like(inp))
 
     def classifier_fwd_bwd() -> None:
         inp = torch.rand(stacked, *shape, requires_grad=True)
@@ -107,7 +174,7 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
             started = time.perf_counter()
             fn()
             result[name] = min(result[name], time.perf_counter() - started)
-    calls = TIMING_NFE + 1
+    calls = targets[False].model.defense.network_calls
     result["floor_s"] = calls * result["unet_fwd_bwd_s"] + result["classifier_fwd_bwd_s"]
     result["ratio_plain"] = result["step_plain_s"] / result["floor_s"]
     result["ratio_checkpoint"] = result["step_checkpoint_s"] / result["floor_s"]
@@ -124,11 +191,78 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
     return result
 
 
+def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
+                          shares: tuple[float, ...] = (1.0, 0.5, 0.25), sweep: bool = True) -> list[dict[str, float]]:
+    """(e) Partial checkpointing under memory budgets of ``shares`` × the plain-autograd peak:
+    the fraction f the planner checkpoints, step time / floor, the bound 1 + f·fwd/(fwd+bwd)
+    (measured UNet forward and forward+backward), the measured peak against the budget, and the
+    best plan of a sweep over chunk size × fraction that stays within the budget (measured)."""
+    from bench.core.memory import plan_gradient
+    from bench.harness.memtrack import PeakMemory
+
+    model = _current.setdefault(name, _perf_model(name))
+    unet, classifier, shape = model.net, model.classifier, model.shape
+    stacked = batch * eot
+    x, y = torch.rand(batch, *shape), torch.zeros(batch, dtype=torch.long)
+    x_stacked = torch.rand(stacked, *shape) * 2 - 1
+
+    def unet_fwd() -> None:
+        with torch.no_grad():
+            model.call(x_stacked)
+
+    def unet_fwd_bwd() -> None:
+        inp = x_stacked.clone().requires_grad_(True)
+        torch.autograd.grad(model.call(inp), inp, torch.ones_like(inp))
+
+    def classifier_fwd_bwd() -> None:
+        inp = torch.rand(stacked, *shape, requires_grad=True)
+        torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
+
+    fwd, fwd_bwd = _best_time(unet_fwd, repeats), _best_time(unet_fwd_bwd, repeats)
+    calls = model.make_defense(TIMING_NFE).network_calls
+    floor = calls * fwd_bwd + _best_time(classifier_fwd_bwd, repeats)
+    share_fwd = fwd / fwd_bwd
+
+    def target_for(fraction: float, chunk: int) -> StochasticTarget:
+        base = _target(unet, classifier, TIMING_NFE, batch, False)
+        plan = MemoryPlan(fraction, chunk, 1)
+        return StochasticTarget(base.model, base.setting, base.noise, list(range(batch)), plan, plan)
+
+    def peak(target: StochasticTarget) -> int:
+        with PeakMemory() as tracker:
+            target.eot_gradient(x, y, 0, eot)
+        return tracker.peak
+
+    plain_peak = peak(target_for(0.0, stacked))
+    model = _target(unet, classifier, TIMING_NFE, batch, False).model
+    rows = []
+    for share in shares:
+        budget = int(plain_peak * share)
+        plan = plan_gradient(model, shape, torch.device("cpu"), torch.float32, "auto", budget, stacked)
+        chosen = target_for(float(plan.checkpoint), plan.chunk_size)
+        step = _best_time(lambda: chosen.eot_gradient(x, y, 0, eot), repeats)
+        plans = []
+        chunks = sorted({stacked, max(stacked // 2, 1), max(stacked // 4, 1)}, reverse=True) if sweep else []
+        for chunk in chunks:
+            for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+                candidate = target_for(fraction, chunk)
+                if peak(candidate) <= budget:
+                    plans.append((_best_time(lambda: candidate.eot_gradient(x, y, 0, eot), repeats), chunk, fraction))
+        best = min(plans) if plans else (float("nan"), 0, 0.0)
+        rows.append({"share": share, "budget_mib": budget / 2**20, "fraction": float(plan.checkpoint),
+                     "chunk": plan.chunk_size, "ratio": step / floor,
+                     "bound": 1 + float(plan.checkpoint) * share_fwd, "peak_mib": peak(chosen) / 2**20,
+                     "best_ratio": best[0] / floor, "best_chunk": best[1], "best_fraction": best[2],
+                     "planner_over_best": step / best[0] if plans else float("nan")})
+    return rows
+
+
 def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
     """Peak bytes alive during one checkpointed purify+classify gradient (any device)."""
     from bench.harness.memtrack import PeakMemory
 
-    unet, classifier, shape = _models(name)
+    model = _current.setdefault(name, _perf_model(name))
+    unet, classifier, shape = model.net, model.classifier, model.shape
     target = _target(unet, classifier, nfe, batch, True)
     x = torch.rand(batch, *shape)
     y = torch.zeros(batch, dtype=torch.long)
@@ -144,7 +278,7 @@ def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int
     lines = [
         f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, malloc {'tuned' if malloc_tuned() else 'glibc defaults'}, "
-        f"EoT {eot}, timing NFE {TIMING_NFE} ({TIMING_NFE + 1} UNet calls), "
+        f"EoT {eot}, timing: {TIMING_NFE} reverse steps, "
         f"best of {repeats}",
         "",
         "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
@@ -163,7 +297,19 @@ def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int
             f"{timing['eot_batch_over_loop']:.3f} |"
         )
         details.append(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()))
-    return "\n".join(lines + [""] + details)
+    budget_lines = ["", "(e) partial checkpointing at budgets of 100 / 50 / 25% of the plain-autograd peak "
+                        f"(TIMING_NFE {TIMING_NFE}): planner's fraction f and chunk, step / floor vs the bound "
+                        "1 + f·fwd/(fwd+bwd), measured peak, and the best in-budget plan of a chunk x fraction sweep", "",
+                    "| model | budget | f | chunk | step / floor | bound | peak / budget | sweep best (chunk, f) | planner / best |",
+                    "|---|---|---|---|---|---|---|---|---|"]
+    for name in models or ["toy", "cifar10-ddpm"]:
+        size = batch or DEFAULT_BATCH[name]
+        for r in measure_budget_ratios(name, size, eot, repeats):
+            budget_lines.append(
+                f"| {name} | {100 * r['share']:.0f}% ({r['budget_mib']:.1f} MiB) | {r['fraction']:.2f} | {r['chunk']} | "
+                f"{r['ratio']:.3f} | {r['bound']:.3f} | {r['peak_mib'] / max(r['budget_mib'], 1e-9):.2f} | "
+                f"{r['best_ratio']:.3f} ({r['best_chunk']}, {r['best_fraction']:.2f}) | {r['planner_over_best']:.3f} |")
+    return "\n".join(lines + [""] + details + budget_lines)
 
 
 

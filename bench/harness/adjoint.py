@@ -1,0 +1,164 @@
+"""DiffPure's gradient as it ships it — torchsde's stochastic adjoint — against ours, in one process.
+
+The anchor is NVlabs/DiffPure ``runners/diffpure_sde.py``: the reverse VP-SDE in flipped time
+s = 1 − τ from 1 − t* to 1 − 1e-5, drift ½β(τ)x + β(τ)·s_θ(x, τ), diffusion sqrt(β(τ)), Itô,
+diagonal noise, ``torchsde.sdeint_adjoint(..., method="euler", dt=1e-3)`` with the score network's
+parameters not frozen (its default: parameter adjoints are integrated too). Both computations
+use the same network, input, forward noise and Brownian path: the increments of one
+``torchsde.BrownianInterval`` over our solver's grid are our defense's ``reverse`` noise
+(z_k = ΔW_k / sqrt(Δ_k)), and the adjoint replays that interval backwards. Reported: time and
+peak memory of one input gradient each (:class:`bench.harness.memtrack.PeakMemory`), the forward
+outputs' difference, and the adjoint gradient's cosine and sign agreement with ours (ours is the
+exact gradient of the discretised solver, verified against plain autograd / finite differences
+in the test suite).
+
+torchsde is an optional dependency (``pip install -e '.[perf]'``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.core.errors import MissingAssetError
+from bench.core.noise import NoiseBatch
+
+
+def _torchsde() -> Any:
+    try:
+        import torchsde
+    except ImportError:
+        raise MissingAssetError("the adjoint comparison needs torchsde: pip install -e '.[perf]'") from None
+    return torchsde
+
+
+class ReverseVPSDE(nn.Module):
+    """DiffPure's ``RevVPSDE`` in flipped time for torchsde: states are flattened (B, C·H·W)."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, defense: Any, score_net: nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.defense, self.score_net, self.shape = defense, score_net, shape
+
+    def f(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        tau = 1.0 - float(s)
+        vp = self.defense.config.schedule
+        x = y.view(-1, *self.shape)
+        beta = vp.beta(tau)
+        return (0.5 * beta * x + beta * vp.score(self.score_net, x, tau)).flatten(1)
+
+    def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(y, math.sqrt(self.defense.config.schedule.beta(1.0 - float(s))))
+
+
+def shared_noise(defense: Any, batch: int, shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> tuple[NoiseBatch, Any, list[float]]:
+    """Forward noise, a BrownianInterval on [1 − t*, 1 − eps_end] and our defense's reverse noise
+    taken from that interval's increments over its grid (flipped time)."""
+    torchsde = _torchsde()
+    cfg = defense.config
+    grid = cfg.grid()  # τ: t*, t* − dt, ..., eps_end
+    s_grid = [1.0 - tau for tau in grid]
+    bm = torchsde.BrownianInterval(t0=s_grid[0], t1=s_grid[-1], size=(batch, math.prod(shape)), dtype=dtype,
+                                   entropy=seed, levy_area_approximation="none")
+    z = torch.stack([bm(s_grid[k], s_grid[k + 1]).view(batch, *shape) / math.sqrt(s_grid[k + 1] - s_grid[k])
+                     for k in range(len(grid) - 1)])
+    generator = torch.Generator().manual_seed(seed)
+    forward = torch.randn((1, batch, *shape), generator=generator, dtype=dtype)
+    return NoiseBatch({"forward": forward, "reverse": z}), bm, s_grid
+
+
+def compare_gradients(defense: Any, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
+                      checkpoint: float | bool = True) -> dict[str, float]:
+    """Time, peak memory and agreement of ours vs the torchsde adjoint for one input gradient."""
+    from bench.harness.memtrack import PeakMemory
+
+    torchsde = _torchsde()
+    shape = tuple(x.shape[1:])
+    noise, bm, s_grid = shared_noise(defense, x.shape[0], shape, seed, x.dtype)
+    a_bar = defense.config.schedule.discrete_alpha_bar(defense.config.t_star)
+
+    def ours() -> tuple[torch.Tensor, torch.Tensor]:
+        inp = x.clone().requires_grad_(True)
+        out = defense.purify(inp, noise, checkpoint=checkpoint)
+        loss = F.cross_entropy(classifier(out), y, reduction="sum")
+        return torch.autograd.grad(loss, inp)[0], out.detach()
+
+    trainable = copy.deepcopy(defense.score_net).requires_grad_(True)  # DiffPure does not freeze its network
+    sde = ReverseVPSDE(defense, trainable, shape)
+
+    def adjoint() -> tuple[torch.Tensor, torch.Tensor]:
+        inp = x.clone().requires_grad_(True)
+        x_t = math.sqrt(a_bar) * (2 * inp - 1) + math.sqrt(1 - a_bar) * noise["forward"][0]
+        ys = torchsde.sdeint_adjoint(sde, x_t.flatten(1), torch.tensor([s_grid[0], s_grid[-1]], dtype=x.dtype),
+                                     method="euler", dt=defense.config.dt, bm=bm)
+        out = (ys[-1].view(-1, *shape) + 1) / 2  # no clamp, as DiffPure
+        loss = F.cross_entropy(classifier(out), y, reduction="sum")
+        return torch.autograd.grad(loss, inp)[0], out.detach()
+
+    result: dict[str, float] = {}
+    grads = {}
+    for name, fn in (("ours", ours), ("adjoint", adjoint)):
+        fn()  # warm-up
+        started = time.perf_counter()
+        grads[name], _ = fn()
+        result[f"{name}_seconds"] = time.perf_counter() - started
+        with PeakMemory() as tracker:
+            _, out = fn()
+        result[f"{name}_peak_bytes"] = tracker.peak
+        grads[name + "_out"] = out
+    a, b = grads["adjoint"].flatten(), grads["ours"].flatten()
+    result["cosine"] = float(F.cosine_similarity(a, b, dim=0))
+    result["sign_agreement"] = float((a.sign() == b.sign()).double().mean())
+    result["output_max_abs_diff"] = float((grads["adjoint_out"] - grads["ours_out"]).abs().max())
+    result["time_ratio"] = result["ours_seconds"] / result["adjoint_seconds"]
+    result["memory_ratio"] = result["ours_peak_bytes"] / max(result["adjoint_peak_bytes"], 1)
+    result["steps"] = len(s_grid) - 1
+    return result
+
+
+def anchor_models(name: str, dt: float) -> tuple[Any, nn.Module, tuple[int, ...]]:
+    """(DiffPure defense at t* = 0.1 and ``dt``, classifier, sample shape): ``toy`` (committed toy
+    NCSN++ and classifier) or ``cifar10`` (DiffPure's NCSN++ DDPM++ deep and a WRN-28-10, random weights)."""
+    from bench.core.defense import DEFENSES
+
+    diffpure = DEFENSES.get("diffpure")
+    config = diffpure.config_cls(dt=dt)
+    if name == "toy":
+        from bench.zoo.toy import load_toy_classifier, load_toy_denoiser
+
+        return diffpure(config, load_toy_denoiser("vp")), load_toy_classifier(), (1, 8, 8)
+    from bench.zoo.compat import import_robustbench
+    from bench.zoo.nets.ncsnpp import NCSNpp, NCSNppConfig
+
+    torch.manual_seed(0)
+    net = NCSNpp(NCSNppConfig(dropout=0.0)).eval().requires_grad_(False)
+    import_robustbench()
+    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    return diffpure(config, net), WideResNet(28, 10).eval().requires_grad_(False), (3, 32, 32)
+
+
+def run_adjoint_comparison(models: list[str], batch: int, dt: float) -> str:
+    lines = [f"(f) ours (exact, per-step checkpointing) vs DiffPure's torchsde adjoint (sdeint_adjoint, euler, dt {dt:g}, "
+             "t* 0.1, parameter adjoints on as shipped), same network, input, forward noise and Brownian path", "",
+             "| model | batch | steps | time ours / adjoint | peak memory ours / adjoint | cosine (adjoint, ours) | "
+             "sign agreement | forward max abs diff |", "|---|---|---|---|---|---|---|---|"]
+    for name in models:
+        defense, classifier, shape = anchor_models(name, dt)
+        torch.manual_seed(1)
+        x = torch.rand(batch, *shape)
+        y = torch.arange(batch) % 10
+        r = compare_gradients(defense.eval(), classifier, x, y)
+        lines.append(f"| {name} | {batch} | {r['steps']} | {r['time_ratio']:.3f} ({r['ours_seconds']:.2f} / "
+                     f"{r['adjoint_seconds']:.2f} s) | {r['memory_ratio']:.3f} ({r['ours_peak_bytes'] / 2**20:.1f} / "
+                     f"{r['adjoint_peak_bytes'] / 2**20:.1f} MiB) | {r['cosine']:.4f} | {r['sign_agreement']:.3f} | "
+                     f"{r['output_max_abs_diff']:.2e} |")
+    return "\n".join(lines)
