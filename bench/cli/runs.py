@@ -254,7 +254,7 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--nondeterministic", action="store_true",
                      help="allow non-deterministic CUDA kernels (default: deterministic algorithms, recorded "
                           "with the run; every run checks that a recomputed gradient is identical)")
-    run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory, half the RAM on CPU)")
+    run.add_argument("--memory-budget", help="activation memory budget, e.g. 8GiB (default: 80%% of free GPU memory; on CPU the smaller of half the RAM and 4 GiB)")
     run.add_argument("--db", help="SQLAlchemy URL or SQLite file (default results/bench.sqlite; $BENCH_DB)")
     executor_flags(run)
     run.set_defaults(func=_cmd_run)
