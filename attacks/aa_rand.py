@@ -25,6 +25,10 @@ class AARand(Attack):
     ranks = False
     retired_options = ("step_size",)
 
+    def planned_draws(self) -> tuple[int, int]:
+        cfg = self.config  # APGD: one EoT block at the start and one per iteration, per attack
+        return len(cfg.attacks) * (cfg.n_iter + 1) * cfg.eot, 1 + 2 * len(cfg.attacks)
+
     def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         eot = 1 if target.is_deterministic(x) else target.setting.attack_draws(cfg.eot)

@@ -27,6 +27,12 @@ class AARandFixed(Attack):
     config_cls = AARandFixedConfig
     retired_options = ("step_size",)
 
+    def planned_draws(self) -> tuple[int, int]:
+        """APGD: one EoT block at the start and one per iteration (pyautoattack's loop), per
+        attack; forward: M draws for the clean input, each attack's candidate and its confirmation."""
+        cfg = self.config
+        return len(cfg.attacks) * (cfg.n_iter + 1) * cfg.eot, cfg.eval_draws * (1 + 2 * len(cfg.attacks))
+
     def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         deterministic = target.is_deterministic(x)

@@ -130,6 +130,12 @@ class DiffHammer(Attack):
     def eot(self) -> int:
         return int(self.config.n_eot)  # chains differentiated per sample and step (memory plan)
 
+    def planned_draws(self) -> tuple[int, int]:
+        """The first restart (every sample; later restarts run only on samples it left unbroken):
+        per step ``draws`` attacker purifications and ``n_eot`` grafted backward passes."""
+        cfg = self.config
+        return cfg.steps * cfg.n_eot, cfg.steps * cfg.draws
+
     def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         batch = x.shape[0]

@@ -96,6 +96,11 @@ class PGDEoT(Attack):
     description = "PGD-EoT with exact gradients through the whole purification chain (20 steps, EoT 10)"
     config_cls = PGDEoTConfig
 
+    def planned_draws(self) -> tuple[int, int]:
+        cfg = self.config
+        forward = cfg.steps * cfg.select_draws if cfg.select == "best" else (cfg.select_draws if cfg.restarts > 1 else 0)
+        return cfg.steps * cfg.eot * cfg.restarts, forward * cfg.restarts
+
     def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         cfg = self.config
         best, best_acc = self._run(target, x, y, 0)

@@ -13,6 +13,10 @@ means), so its strength scales with 1/batch size. Here the loss is per sample an
 100, and independent of batching. MSE guidance is computed in closed form (−2(z−target)/N);
 SSIM guidance by autograd with ``create_graph`` so attacks differentiate through it exactly.
 
+``stride`` > 1 respaces each iteration's chain to every ``stride``-th step (36 → 9 at stride 4;
+the toy protocol's setting), with the respaced fixed_large variance 1 − ᾱ_t/ᾱ_prev; stride 1 is
+the paper's chain.
+
 Votes: ``logits`` (mean logits, default), ``softmax`` (log of the mean probability) or
 ``onehot`` (majority vote; its gradient is the softmax vote's, a straight-through surrogate,
 since a hard vote has none).
@@ -49,6 +53,7 @@ class GDMPConfig(DefenseConfig):
     guide_scale: float = 0.0
     purify_step: int = 36
     iterations: int = 4
+    stride: int = 1
     paths: int = 10
     vote: Literal["logits", "softmax", "onehot"] = "logits"
     ptb: float = 8.0
@@ -60,7 +65,7 @@ class GDMPConfig(DefenseConfig):
             raise ConfigError(f"guidance={self.guidance!r} is not one of 'mse', 'ssim', 'none'")
         if self.vote not in ("logits", "softmax", "onehot"):
             raise ConfigError(f"vote={self.vote!r} is not one of 'logits', 'softmax', 'onehot'")
-        for name in ("purify_step", "iterations", "paths", "reference_batch"):
+        for name in ("purify_step", "iterations", "paths", "reference_batch", "stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.purify_step < self.num_train_timesteps:
@@ -112,18 +117,25 @@ class GDMP(Defense):
         return self.config.paths
 
     @property
+    def timesteps(self) -> list[int]:
+        """The reverse steps of one iteration: purify_step − 1, … 0 (``stride`` 1, the paper), or
+        every ``stride``-th of them, purify_step − 1, purify_step − 1 − stride, … (a respaced chain)."""
+        return list(range(self.config.purify_step - 1, -1, -self.config.stride))
+
+    @property
     def network_calls(self) -> int:
-        return self.config.iterations * self.config.purify_step * self.config.paths
+        return self.config.iterations * len(self.timesteps) * self.config.paths
 
     @property
     def nfe(self) -> int:
-        return self.config.iterations * self.config.purify_step
+        return self.config.iterations * len(self.timesteps)
 
     def _per_path(self) -> dict[str, int]:
         cfg = self.config
-        counts = {"forward": cfg.iterations, "reverse": cfg.iterations * (cfg.purify_step - 1)}
+        steps = len(self.timesteps)
+        counts = {"forward": cfg.iterations, "reverse": cfg.iterations * (steps - 1)}
         if cfg.guidance != "none":
-            counts["guidance"] = cfg.iterations * cfg.purify_step
+            counts["guidance"] = cfg.iterations * steps
         return counts
 
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
@@ -140,28 +152,31 @@ class GDMP(Defense):
         x_adv = (2 * x - 1).repeat(paths, *([1] * (x.dim() - 1)))
         z = x_adv
         reverse_k = guide_k = 0
-        marks = iter(checkpointed_steps(checkpoint, cfg.iterations * cfg.purify_step, keep_last=False))
+        timesteps = self.timesteps
+        marks = iter(checkpointed_steps(checkpoint, cfg.iterations * len(timesteps), keep_last=False))
         for it in range(cfg.iterations):
             a_star = self._a_bar[cfg.purify_step]
             z = math.sqrt(a_star) * z + math.sqrt(1 - a_star) * streams["forward"][it]
-            for i in reversed(range(cfg.purify_step)):
-                step_noise = streams["reverse"][reverse_k] if i > 0 else None
-                reverse_k += i > 0
+            for k, i in enumerate(timesteps):
+                prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
+                step_noise = streams["reverse"][reverse_k] if prev >= 0 else None
+                reverse_k += prev >= 0
                 guide_noise = streams["guidance"][guide_k] if cfg.guidance != "none" else None
                 guide_k += cfg.guidance != "none"
-                z = run_step(self._step, z, x_adv, step_noise, guide_noise, i, checkpoint=next(marks))
+                z = run_step(self._step, z, x_adv, step_noise, guide_noise, i, prev, checkpoint=next(marks))
         out = ((z + 1) / 2).clamp(0, 1)
         return out.view(paths, batch, *shape).transpose(0, 1)
 
     def _step(self, z: torch.Tensor, x_adv: torch.Tensor, step_noise: torch.Tensor | None,
-              guide_noise: torch.Tensor | None, i: int) -> torch.Tensor:
-        """One guided DDPM step i → i − 1: the family's posterior mean, shifted by v_i·s_i·g, plus
-        sqrt(v_i)·z (no noise at i = 0), v_i the fixed_large variance."""
-        a_bar, a_prev = self._a_bar[i], (self._a_bar[i - 1] if i > 0 else 1.0)
+              guide_noise: torch.Tensor | None, i: int, prev: int) -> torch.Tensor:
+        """One guided DDPM step i → prev (i − 1 unless respaced; −1 ends the chain): the family's
+        posterior mean, shifted by v_i·s_i·g, plus sqrt(v_i)·z (no noise at the last step), v_i the
+        fixed_large variance (respaced: 1 − ᾱ_i/ᾱ_prev, as diffusers respaces ``fixed_large``)."""
+        a_bar, a_prev = self._a_bar[i], (self._a_bar[prev] if prev >= 0 else 1.0)
         t = torch.full((z.shape[0],), i, device=z.device, dtype=torch.long)
         eps = self.unet(z, t).sample
         mean = posterior_mean(z, predict_x0(z, eps, a_bar), a_bar, a_prev)
-        variance = self._variance[i]
+        variance = self._variance[i] if self.config.stride == 1 else 1.0 - a_bar / a_prev
         if guide_noise is not None:
             target = math.sqrt(a_bar) * x_adv + math.sqrt(1 - a_bar) * guide_noise
             m = self.config.ptb * 2 / 255 / 3 / self.config.scale

@@ -4,7 +4,15 @@ import itertools
 
 import numpy as np
 
-from bench.publish.ranking import bootstrap_mean_interval, coverage, rank_intervals, worst_case
+from bench.publish.ranking import (
+    bootstrap_mean_interval,
+    coverage,
+    mean_intervals,
+    rank_intervals,
+    resample_counts,
+    significant_pairs,
+    worst_case,
+)
 
 
 def test_an_entry_missing_a_ranking_attack_is_not_ranked() -> None:
@@ -54,3 +62,31 @@ def test_point_ranks_equal_brute_force_ordering() -> None:
     for a, b in itertools.permutations(values, 2):
         if np.mean(values[a]) > np.mean(values[b]):
             assert ranks[a] < ranks[b]
+
+
+def test_shared_resample_intervals_equal_brute_force() -> None:
+    """The matrix-product bootstrap equals resampling images by index and taking percentiles."""
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 11, size=(5, 40)) / 10
+    picks = np.random.default_rng(7).integers(0, 40, size=(300, 40))
+    counts = resample_counts(40, 300, 7)
+    assert counts.sum(axis=1).tolist() == [40] * 300
+    for row, (mean, low, high) in zip(values, mean_intervals(values, counts)):
+        boot = row[picks].mean(axis=1)
+        assert mean == row.mean()
+        assert np.isclose(low, min(np.percentile(boot, 2.5), mean)) and np.isclose(high, max(np.percentile(boot, 97.5), mean))
+
+
+def test_significant_pairs_equal_brute_force() -> None:
+    rng = np.random.default_rng(4)
+    entries = {name: np.clip(rng.normal(level, 0.3, 60), 0, 1) for name, level in (("a", 0.8), ("b", 0.78), ("c", 0.2))}
+    pairs = significant_pairs(entries, resamples=400, seed=1)
+    picks = np.random.default_rng(1).integers(0, 60, size=(400, 60))
+    for j in entries:
+        for i in entries:
+            if i == j:
+                continue
+            diff = entries[i][picks].mean(axis=1) - entries[j][picks].mean(axis=1)
+            assert (i in pairs[j][0]) == (np.percentile(diff, 2.5) > 0)
+            assert (i in pairs[j][1]) == (np.percentile(diff, 97.5) < 0)
+    assert "c" in pairs["a"][1] and "a" in pairs["c"][0] and "b" not in pairs["a"][0] + pairs["a"][1]

@@ -75,6 +75,19 @@ def test_resume_after_interruption_gives_identical_results(tmp_path: Path) -> No
     assert _per_sample(engine, interrupted) == _per_sample(engine, reference)
 
 
+@pytest.mark.parametrize("attack, options", [("pgd_eot", {"steps": 2, "eot": 2}),
+                                             ("aa_rand_fixed", {"n_iter": 2, "eot": 2, "eval_draws": 2})])
+def test_progress_moves_inside_a_batch(tmp_path: Path, attack: str, options: dict) -> None:
+    """A one-batch run reports fractional progress while its batch runs (so the bar has an ETA
+    before the batch ends), never goes backwards, and ends at the total."""
+    engine = open_store(str(tmp_path / "r.sqlite"))
+    run_id = create_run(engine, _request(attack=attack, attack_options=options, n_samples=4, batch_size=4))
+    calls: list[float] = []
+    execute_run(engine, run_id, progress=lambda done, total: calls.append(done))
+    inside = [c for c in calls if 0 < c < 4]
+    assert len(inside) >= 3 and calls == sorted(calls) and calls[-1] == 4
+
+
 def test_results_do_not_depend_on_batch_size(tmp_path: Path) -> None:
     engine = open_store(str(tmp_path / "r.sqlite"))
     a = create_run(engine, _request(batch_size=2, setting="dw_both", defense="dp_ddim"))

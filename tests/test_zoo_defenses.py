@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.defense import DEFENSES
+from bench.core.errors import ConfigError
+from bench.core.noise import NoiseSource
 from defenses.diffpure import DiffPureConfig
 from defenses.dp_edm import DPEDMConfig, DPEDMODEConfig
 from defenses.gdmp import GDMP, GDMPConfig, ssim_per_sample
@@ -76,3 +78,19 @@ def test_gdmp_bad_options() -> None:
         GDMPConfig(paths=0)
     assert GDMPConfig(guidance="ssim").scale == 70000 and GDMPConfig().scale == 60000
     assert math.isclose(GDMPConfig(guide_scale=5.0).scale, 5.0)
+
+
+def test_gdmp_stride_respaces_the_chain() -> None:
+    """stride 1 is the paper's chain (36 steps, 35 noised); stride 4 takes every 4th step
+    (35, 31, … 3 → x0), with its noise streams and network calls sized to match."""
+    assert GDMP.for_testing(GDMPConfig(purify_step=36, iterations=1, paths=1)).timesteps == list(range(35, -1, -1))
+    defense = GDMP.for_testing(GDMPConfig(purify_step=36, iterations=2, paths=3, stride=4))
+    assert defense.timesteps == [35, 31, 27, 23, 19, 15, 11, 7, 3]
+    assert defense.nfe == 18 and defense.network_calls == 54
+    spec = defense.noise_spec((1, 8, 8))
+    assert {k: v.steps for k, v in spec.items()} == {"forward": 6, "reverse": 48, "guidance": 54}
+    noise = NoiseSource(0).batch(spec, [0, 1], [{k: ("fixed",) for k in spec}] * 2)
+    out = defense.purify(torch.rand(2, 1, 8, 8), noise)
+    assert out.shape == (2, 3, 1, 8, 8) and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ConfigError, match="stride=0"):
+        GDMPConfig(stride=0)

@@ -74,6 +74,11 @@ class Attack(ABC):
         """Raise :class:`bench.core.errors.ConfigError` if this attack cannot run against ``defense``
         under ``setting`` (the runner calls it before a run is stored); default: accept all."""
 
+    def planned_draws(self) -> tuple[int, int] | None:
+        """(gradient draws, forward-only draws) per sample at the attack's nominal schedule, before
+        any early stop (for progress bars: the ETA is then an upper bound); ``None`` if unknown."""
+        return None
+
     @abstractmethod
     def perturb(self, target: StochasticTarget, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """Adversarial examples for inputs ``x`` (B, C, H, W) in [0, 1] with labels ``y`` (B,)."""

@@ -53,11 +53,14 @@ class StochasticTarget:
         # with every :meth:`subset`, so an attack's sub-batches count too)
         self.gradient_draws: dict[int, int] = {}
         self.forward_draws: dict[int, int] = {}
+        # called with ("gradient" | "forward", rows) after every counted pass (progress bars)
+        self.on_work: Callable[[str, int], None] | None = None
 
     def subset(self, sample_ids: Sequence[int]) -> StochasticTarget:
         """The same target for a subset of the batch's samples (sharing the cost counters)."""
         sub = StochasticTarget(self.model, self.setting, self.noise, sample_ids, self.grad_plan, self.eval_plan)
         sub.gradient_draws, sub.forward_draws = self.gradient_draws, self.forward_draws
+        sub.on_work = self.on_work
         return sub
 
     def reset_cost(self) -> None:
@@ -72,6 +75,8 @@ class StochasticTarget:
     def _count(self, counter: dict[int, int], ids: Sequence[int]) -> None:
         for sid in ids:
             counter[sid] = counter.get(sid, 0) + 1
+        if self.on_work is not None:
+            self.on_work("gradient" if counter is self.gradient_draws else "forward", len(ids))
 
     # -- noise ----------------------------------------------------------------------
     def _stacked_noise(

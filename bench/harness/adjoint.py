@@ -97,8 +97,11 @@ def compare_gradients(defense: Any, classifier: nn.Module, x: torch.Tensor, y: t
     def adjoint() -> tuple[torch.Tensor, torch.Tensor]:
         inp = x.clone().requires_grad_(True)
         x_t = math.sqrt(a_bar) * (2 * inp - 1) + math.sqrt(1 - a_bar) * noise["forward"][0]
-        ys = torchsde.sdeint_adjoint(sde, x_t.flatten(1), torch.tensor([s_grid[0], s_grid[-1]], dtype=x.dtype),
-                                     method="euler", dt=defense.config.dt, bm=bm)
+        # times in float64 whatever the state's dtype: torchsde steps t ← t + dt on the ts tensor, and
+        # in float32 that sum drifts off our grid by ~1e-7 per step over 100 steps, which moves the
+        # Brownian increments it queries away from the ones our reverse noise was built from
+        times = torch.tensor([s_grid[0], s_grid[-1]], dtype=torch.float64)
+        ys = torchsde.sdeint_adjoint(sde, x_t.flatten(1), times, method="euler", dt=defense.config.dt, bm=bm)
         out = (ys[-1].view(-1, *shape) + 1) / 2  # no clamp, as DiffPure
         loss = F.cross_entropy(classifier(out), y, reduction="sum")
         return torch.autograd.grad(loss, inp)[0], out.detach()

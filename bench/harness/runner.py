@@ -210,7 +210,7 @@ def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
     return run_id, parts
 
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[float, int], None]  # (images done, possibly fractional; total)
 
 
 def execute_run(
@@ -320,6 +320,9 @@ def _run_batches(
         x = parts.split.images[batch_ids].to(device=device, dtype=dtype)
         y = parts.split.labels[batch_ids].to(device)
         target = StochasticTarget(model, parts.setting, noise, batch_ids, grad_plan, eval_plan)
+        planned = parts.attack.planned_draws()
+        if progress and planned is not None:
+            target.on_work = _within_batch_progress(progress, finished, len(batch_ids), total, planned, draws)
         clean_preds = target.eval_predictions(x, draws)
         attack_began = time.perf_counter()
         target.reset_cost()
@@ -357,6 +360,26 @@ def _run_batches(
         finished += len(batch_ids)
         if progress:
             progress(finished, total)
+
+
+GRADIENT_COST = 3.0  # a gradient draw ≈ one forward and one backward pass ≈ 3 forward passes
+
+
+def _within_batch_progress(progress: ProgressCallback, finished: int, batch: int, total: int,
+                           planned: tuple[int, int], eval_draws: int) -> Callable[[str, int], None]:
+    """Fractional progress inside a batch from the passes the target counts, against the attack's
+    nominal plan (+ the clean and adversarial evaluation draws), so a one-batch run shows an ETA
+    long before its batch ends. Attacks that stop early finish sooner: the ETA is an upper bound."""
+    gradient, forward = planned
+    budget = batch * (GRADIENT_COST * gradient + forward + 2 * eval_draws)
+    spent = 0.0
+
+    def on_work(kind: str, rows: int) -> None:
+        nonlocal spent
+        spent += rows * (GRADIENT_COST if kind == "gradient" else 1.0)
+        progress(finished + batch * min(spent / budget, 0.99), total)
+
+    return on_work
 
 
 def finalize_run(engine: Engine, run_id: str) -> dict[str, Any]:

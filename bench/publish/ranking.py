@@ -67,7 +67,7 @@ def worst_case(per_attack: Mapping[str, Sequence[float]]) -> np.ndarray:
 
 def bootstrap_mean_interval(values: Sequence[float], resamples: int = RANK_RESAMPLES * 5,
                             seed: int = RANK_SEED) -> tuple[float, float, float]:
-    """Mean of per-image values with a 95% percentile bootstrap interval over images."""
+    """Mean of per-image values with a 95% percentile bootstrap interval over images (scipy)."""
     from scipy.stats import bootstrap
 
     x = np.asarray(values, dtype=float)
@@ -80,44 +80,73 @@ def bootstrap_mean_interval(values: Sequence[float], resamples: int = RANK_RESAM
     return mean, min(float(low), mean), max(float(high), mean)
 
 
+def resample_counts(n: int, resamples: int = RANK_RESAMPLES, seed: int = RANK_SEED) -> np.ndarray:
+    """(resamples, n): how often each of ``n`` images occurs in each bootstrap resample.
+
+    Written by hand, with the means as one matrix product ``values @ counts.T / n``, because a
+    track needs the *same* resamples for hundreds of entries (paired), and scipy's ``bootstrap``
+    materialises an (entries, resamples, n) array for that (25 GB for a 10,000-record board)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(resamples, n))
+    flat = (picks + n * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def resampled_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(rows, resamples) bootstrap means of (rows, n) per-image values, paired by image."""
+    return np.asarray(values, dtype=float) @ counts.T / counts.shape[1]
+
+
+def mean_intervals(values: np.ndarray, counts: np.ndarray) -> list[tuple[float, float, float]]:
+    """Per row of (rows, n) per-image values: (mean, low, high), the 95% percentile bootstrap
+    interval over the shared resamples ``counts`` (constant rows get a zero-width interval)."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] == 0:
+        return []
+    means = values.mean(axis=1)
+    low, high = np.percentile(resampled_means(values, counts), [2.5, 97.5], axis=1)
+    return [(float(m), min(float(lo), float(m)), max(float(hi), float(m)))
+            for m, lo, hi in zip(means, low, high)]
+
+
+def _values(per_entry: Mapping[str, Sequence[float]]) -> tuple[list[str], np.ndarray]:
+    names = list(per_entry)
+    if len({len(per_entry[n]) for n in names}) > 1:
+        raise ValueError("paired statistics need every entry on the same images")
+    return names, np.asarray([list(per_entry[n]) for n in names], dtype=float)  # (entries, n)
+
+
+def competition_ranks(means: np.ndarray) -> np.ndarray:
+    """(..., entries) means -> ranks, 1 = highest mean, ties share the best rank."""
+    from scipy.stats import rankdata
+
+    return rankdata(-means, method="min", axis=-1).astype(int)
+
+
 def rank_intervals(per_entry: Mapping[str, Sequence[float]], resamples: int = RANK_RESAMPLES,
                    seed: int = RANK_SEED) -> dict[str, tuple[int, int, int]]:
     """``{entry: (rank, low, high)}``: the point rank by mean (1 = highest; ties share the best
     rank) and the 95% interval of its rank over paired bootstrap resamples of the images."""
-    names = list(per_entry)
-    values = np.asarray([list(per_entry[n]) for n in names], dtype=float)  # (entries, n)
-    if len({len(per_entry[n]) for n in names}) > 1:
-        raise ValueError("rank intervals need every entry on the same images")
-
-    def ranks(means: np.ndarray) -> np.ndarray:  # (..., entries) -> competition ranks, 1 = best
-        return 1 + (means[..., None, :] > means[..., :, None]).sum(axis=-1)
-
-    point = ranks(values.mean(axis=1))
-    boot = ranks(_resampled_means(values, resamples, seed).T)  # (resamples, entries)
+    names, values = _values(per_entry)
+    point = competition_ranks(values.mean(axis=1))
+    boot = competition_ranks(resampled_means(values, resample_counts(values.shape[1], resamples, seed)).T)
     low = np.floor(np.percentile(boot, 2.5, axis=0)).astype(int)
     high = np.ceil(np.percentile(boot, 97.5, axis=0)).astype(int)
     return {n: (int(point[i]), int(min(low[i], point[i])), int(max(high[i], point[i]))) for i, n in enumerate(names)}
 
 
-def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """(entries, resamples) means over the same image resamples for every entry (paired)."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
-    return values[:, picks].mean(axis=2)
-
-
 def significant_pairs(per_entry: Mapping[str, Sequence[float]], resamples: int = RANK_RESAMPLES,
                       seed: int = RANK_SEED) -> dict[str, tuple[list[str], list[str]]]:
     """``{entry: (above, below)}``: the entries whose paired difference to it has a 95% percentile
-    bootstrap interval (the same image resamples as :func:`rank_intervals`) entirely above / below 0."""
-    names = list(per_entry)
-    values = np.asarray([list(per_entry[n]) for n in names], dtype=float)
-    boot = _resampled_means(values, resamples, seed)  # (entries, resamples)
-    diffs = boot[:, None, :] - boot[None, :, :]  # [i, j] = entry i − entry j
-    low, high = np.percentile(diffs, 2.5, axis=2), np.percentile(diffs, 97.5, axis=2)
+    bootstrap interval (the same image resamples as :func:`rank_intervals`) entirely above / below 0.
+
+    One entry at a time (entries x resamples memory, not entries² x resamples)."""
+    names, values = _values(per_entry)
+    boot = resampled_means(values, resample_counts(values.shape[1], resamples, seed))  # (entries, resamples)
     result: dict[str, tuple[list[str], list[str]]] = {}
     for j, name in enumerate(names):
-        above = [names[i] for i in range(len(names)) if i != j and low[i, j] > 0]
-        below = [names[i] for i in range(len(names)) if i != j and high[i, j] < 0]
+        low, high = np.percentile(boot - boot[j], [2.5, 97.5], axis=1)  # entry i − entry j
+        above = [names[i] for i in np.flatnonzero(low > 0) if i != j]
+        below = [names[i] for i in np.flatnonzero(high < 0) if i != j]
         result[name] = (above, below)
     return result

@@ -29,9 +29,10 @@ from bench.protocols import PAPER, Protocol, load_protocol
 from bench.publish.ranking import (
     RANK_RESAMPLES,
     RANK_SEED,
-    bootstrap_mean_interval,
     coverage,
+    mean_intervals,
     rank_intervals,
+    resample_counts,
     significant_pairs,
 )
 
@@ -158,6 +159,7 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
     elif index_sets:
         track.indices = list(max(index_sets.items(), key=lambda kv: (kv[1], len(kv[0])))[0])
     complete: list[RankedEntry] = []
+    estimates: list[tuple[np.ndarray, np.ndarray | None]] = []
     for entry in sorted(by_entry):
         chosen = strongest[entry]
         if not any(chosen.values()) and not any(r.setting == "white" for r in by_entry[entry]):
@@ -183,12 +185,14 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
         clean = np.asarray(first_body.samples.clean_correct, dtype=float) / first_body.eval_draws
         # per-sample worst case of Rob(M) over the attacks (same K in every record of a track entry)
         draws = {b.eval_draws for b in bodies.values()}
-        rob_m = _worst_rob_m(bodies) if len(draws) == 1 else []
+        rob_m = _worst_rob_m(bodies) if len(draws) == 1 else None
         complete.append(RankedEntry(
-            entry, slug, chosen, bootstrap_mean_interval(clean), bootstrap_mean_interval(worst), len(worst),
-            rob_m=rob_m, worst=worst.tolist(), addt=addt, paper=paper, per_attack=per_attack,
+            entry, slug, chosen, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), len(worst),
+            worst=worst.tolist(), addt=addt, paper=paper, per_attack=per_attack,
             cost_per_image=sum(r.attack_seconds / max(r.n_samples, 1) for r in chosen.values())))
+        estimates.append((clean, rob_m))
     if complete:
+        _intervals(complete, estimates)
         intervals = rank_intervals({e.entry: e.worst for e in complete}, RANK_RESAMPLES, RANK_SEED)
         for e in complete:
             e.rank = intervals[e.entry]
@@ -200,15 +204,26 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
     track.incomplete.sort(key=lambda e: e.entry)
 
 
-def _worst_rob_m(bodies: dict[str, Any]) -> list[dict[str, float]]:
-    """Rob(M), M = 1..K, under the per-sample worst case over the attacks, with 95% bootstrap CIs."""
+def _intervals(complete: list[RankedEntry], estimates: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+    """Clean, worst-case robust and Rob(M) means with 95% percentile bootstrap intervals over the
+    track's images: one shared set of ``RANK_RESAMPLES`` resamples (seed ``RANK_SEED``) for every
+    entry and statistic, computed as one matrix product (ranked entries share their images)."""
+    rows = []
+    for entry, (clean, rob_m) in zip(complete, estimates):
+        rows += [clean, np.asarray(entry.worst)] + ([] if rob_m is None else list(rob_m.T))
+    counts = resample_counts(complete[0].n, RANK_RESAMPLES, RANK_SEED)
+    stats = iter(mean_intervals(np.asarray(rows), counts))
+    for entry, (_, rob_m) in zip(complete, estimates):
+        entry.clean, entry.robust = next(stats), next(stats)
+        if rob_m is not None:
+            entry.rob_m = [{"m": m + 1, "acc": mean, "ci_low": low, "ci_high": high}
+                           for m, (mean, low, high) in enumerate(next(stats) for _ in range(rob_m.shape[1]))]
+
+
+def _worst_rob_m(bodies: dict[str, Any]) -> np.ndarray:
+    """(n, K) per-image Rob(M) estimates, M = 1..K, under the per-sample worst case over the attacks."""
     k = next(iter(bodies.values())).eval_draws
-    estimates = np.min([resubmission_estimates(list(b.samples.adv_correct), k) for b in bodies.values()], axis=0)
-    curve = []
-    for m in range(k):
-        mean, low, high = bootstrap_mean_interval(estimates[:, m].tolist(), RANK_RESAMPLES, RANK_SEED)
-        curve.append({"m": m + 1, "acc": mean, "ci_low": low, "ci_high": high})
-    return curve
+    return np.min([resubmission_estimates(list(b.samples.adv_correct), k) for b in bodies.values()], axis=0)
 
 
 def _slug(entry: str) -> str:
