@@ -42,8 +42,11 @@ def _finish(engine: Any, run_id: str, parts: Any = None, executor: str = "local"
 def _format_summary(run: Any) -> str:
     metrics = run.metrics
     draws = metrics["draws"]
+    from bench.publish.records import entry_key
+
+    entry = entry_key(run.defense, run.defense_config, run.classifier, run.dataset, (run.runtime or {}).get("protocol"))
     lines = [
-        f"run {run.id}: {run.defense} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
+        f"run {run.id}: {entry} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
         f"on {run.dataset} (protocol {(run.runtime or {}).get('protocol', 'paper')}), n={metrics['n']} samples x "
         f"{draws} noise draws, NFE {run.nfe}, "
         f"{run.wall_seconds:.1f}s",
