@@ -3,13 +3,16 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from bench.publish.ranking import (
+    _percentile_signs,
     bootstrap_mean_interval,
     coverage,
     mean_intervals,
     rank_intervals,
     resample_counts,
+    resampled_means,
     significant_pairs,
     worst_case,
 )
@@ -90,3 +93,42 @@ def test_significant_pairs_equal_brute_force() -> None:
             assert (i in pairs[j][0]) == (np.percentile(diff, 2.5) > 0)
             assert (i in pairs[j][1]) == (np.percentile(diff, 97.5) < 0)
     assert "c" in pairs["a"][1] and "a" in pairs["c"][0] and "b" not in pairs["a"][0] + pairs["a"][1]
+
+
+@pytest.mark.parametrize("resamples", [400, 2_000, 401])
+def test_percentile_signs_equal_numpy_percentile(resamples: int) -> None:
+    """The counting shortcut decides every pair as np.percentile does, ties and zeros included."""
+    rng = np.random.default_rng(resamples)
+    values = rng.integers(0, 4, size=(12, 30)) / 3  # coarse values: many ties between entries
+    values[1] = values[0]  # identical entries: differences exactly 0
+    values[2, :] = values[0] + 1 / 3 * (rng.random(30) < 0.05)
+    boot = resampled_means(values, resample_counts(30, resamples, 5))
+    for j in range(len(values)):
+        low_positive, high_negative = _percentile_signs(boot, boot[j])
+        low, high = np.percentile(boot - boot[j], [2.5, 97.5], axis=1)
+        assert low_positive.tolist() == (low > 0).tolist()
+        assert high_negative.tolist() == (high < 0).tolist()
+
+
+def test_percentile_signs_between_order_statistics() -> None:
+    """Counts that fall between floor(h) and ceil(h) are decided by numpy's interpolation."""
+    rows = []
+    for count in range(8, 13):  # B = 400: h = 9.975, the 2.5th percentile interpolates order stats 9 and 10
+        for small in (-1.0, -100.0, 0.0):
+            rows.append([small] * count + [1.0] * (400 - count))
+            rows.append([-1.0] * (400 - count) + [-small or 1e-3] * count)
+    boot = np.asarray(rows)
+    low_positive, high_negative = _percentile_signs(boot, np.zeros(400))
+    low, high = np.percentile(boot, [2.5, 97.5], axis=1)
+    assert low_positive.tolist() == (low > 0).tolist() and high_negative.tolist() == (high < 0).tolist()
+    assert low_positive.any() and not low_positive.all() and high_negative.any() and not high_negative.all()
+
+
+def test_competition_ranks_equal_scipy_rankdata() -> None:
+    from scipy.stats import rankdata
+
+    from bench.publish.ranking import competition_ranks
+
+    means = np.random.default_rng(2).integers(0, 5, size=(300, 17)) / 4  # many ties
+    assert (competition_ranks(means) == rankdata(-means, method="min", axis=-1)).all()
+    assert competition_ranks(np.array([0.5, 0.9, 0.5, 0.1])).tolist() == [2, 1, 2, 4]

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from bench.core.errors import ConfigError, MissingAssetError
-from bench.core.memory import parse_bytes, plan_gradient, saved_bytes_per_sample
+from bench.core.memory import MemoryPlan, parse_bytes, plan_gradient, saved_bytes_per_sample
+from bench.core.noise import NoiseSource
+from bench.core.settings import parse_setting
+from bench.core.target import StochasticTarget
 from bench.training.toy import ToyTrainConfig, train_classifier, train_unet
 from bench.zoo.toy import ASSETS, load_toy_classifier, load_toy_unet
 from tests.conftest import tiny_model
@@ -59,13 +62,40 @@ def test_auto_policy_checkpoints_only_over_budget() -> None:
     per_sample = saved_bytes_per_sample(model, (1, 8, 8), torch.device("cpu"), torch.float32)
     roomy = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 100, 40)
     assert not roomy.checkpoint and roomy.chunk_size == 40
-    tight = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 10, 40)
+    tight = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", per_sample * 10, 40, measure=False)
     assert tight.checkpoint and tight.bytes_per_sample < per_sample and 1 <= tight.chunk_size <= 40
     assert 0 < tight.checkpoint <= 1  # a fraction of the steps, not necessarily all
     never = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "never", per_sample * 10, 40)
     assert not never.checkpoint and never.chunk_size == (per_sample * 10) // never.bytes_per_sample < 40
     with pytest.raises(ConfigError, match="'sometimes' is not one of never, always, auto"):
         plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "sometimes", 1, 1)
+
+
+def test_auto_policy_weighs_chunking_against_checkpointing_by_cost() -> None:
+    """Over budget, the planner times each candidate (a chunk size with the least checkpointing that
+    fits it) and takes the fastest per sample: which one depends on the measured costs."""
+    model = tiny_model("dp_ddpm")
+    shape, cpu, f32 = (1, 8, 8), torch.device("cpu"), torch.float32
+    per_sample = saved_bytes_per_sample(model, shape, cpu, f32)
+    budget, batch = per_sample * 30, 64
+    seen: list[tuple[int, float]] = []
+
+    def cost(slow_small_chunks: bool):
+        def timer(chunk: int, fraction: float) -> float:
+            seen.append((chunk, fraction))
+            return (1 + 0.5 * fraction) * (1 + (100 if slow_small_chunks else 0.01) / chunk)
+        return timer
+
+    prefers_checkpointing = plan_gradient(model, shape, cpu, f32, "auto", budget, batch, measure=cost(True))
+    candidates = list(seen)
+    assert len(candidates) >= 2 and candidates[0][0] == batch and candidates[-1][1] == 0.0
+    assert (prefers_checkpointing.chunk_size, prefers_checkpointing.checkpoint) == candidates[0]
+    prefers_chunking = plan_gradient(model, shape, cpu, f32, "auto", budget, batch, measure=cost(False))
+    assert (prefers_chunking.chunk_size, prefers_chunking.checkpoint) == candidates[-1]
+    for plan in (prefers_checkpointing, prefers_chunking):
+        assert plan.bytes_per_sample * plan.chunk_size <= budget
+    measured = plan_gradient(model, shape, cpu, f32, "auto", budget, batch)  # timed on this machine
+    assert (measured.chunk_size, measured.checkpoint) in candidates
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "vp", "edm"])
@@ -94,10 +124,30 @@ def test_partial_checkpointing_plan_stays_within_its_budget(name: str, share: fl
     batch = 12
     per_sample = saved_bytes_per_sample(model, (1, 8, 8), torch.device("cpu"), torch.float32)
     budget = int(per_sample * batch * share)
-    plan = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", budget, batch)
+    plan = plan_gradient(model, (1, 8, 8), torch.device("cpu"), torch.float32, "auto", budget, batch, measure=False)
     assert 0 < plan.checkpoint <= 1 and plan.bytes_per_sample * plan.chunk_size <= budget
     target = make_target(model, "white", list(range(batch)), checkpoint=plan.checkpoint, chunk=plan.chunk_size)
     x, y = torch.rand(batch, 1, 8, 8), torch.arange(batch) % 10
     with PeakMemory() as peak:
         target.eot_gradient(x, y, step=0, eot=1)
+    assert peak.peak <= budget, (plan, peak.peak, budget)
+
+
+@pytest.mark.parametrize("name, config", [("dp_ddpm", {}), ("gdmp", {}), ("dp_ddpm", {"votes": 4})])
+def test_inference_plan_stays_within_its_budget(name: str, config: dict) -> None:
+    """No-grad chunks hold all of a sample's paths at once (GDMP's paths, a vote's purifications):
+    the measured peak of an evaluation under the inference plan stays within the budget."""
+    from bench.core.memory import plan_inference
+    from bench.harness.memtrack import PeakMemory
+
+    model = tiny_model(name, **config)
+    samples, draws = 6, 4
+    plan = plan_inference(model, (1, 8, 8), torch.device("cpu"), torch.float32, 2**62, samples * draws)
+    budget = plan.bytes_per_sample * 5  # forces chunks of 5 of the 24 stacked draws
+    plan = plan_inference(model, (1, 8, 8), torch.device("cpu"), torch.float32, budget, samples * draws)
+    assert plan.chunk_size == 5
+    target = StochasticTarget(model, parse_setting("white"), NoiseSource(0), list(range(samples)),
+                              MemoryPlan(False, samples, 1), plan)
+    with PeakMemory() as peak:
+        target.eval_predictions(torch.rand(samples, 1, 8, 8), draws)
     assert peak.peak <= budget, (plan, peak.peak, budget)

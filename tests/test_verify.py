@@ -9,7 +9,7 @@ from bench.core.metrics import wilson_interval
 from bench.harness.replay import verify
 from bench.publish.records import load_record_file
 
-RECORD = Path(__file__).resolve().parents[1] / "results/toy/linf-0.25/none__pgd_eot__white.json"
+RECORD = Path(__file__).resolve().parents[1] / "results/toy/linf-0.25/toy/none__pgd_eot__white.json"
 
 
 def _fabricated(tmp_path: Path) -> Path:
@@ -37,6 +37,6 @@ def test_verify_fails_on_edited_per_sample_outcomes(tmp_path: Path) -> None:
     path = _fabricated(tmp_path)
     result = verify(load_record_file(path), str(path), indices=[4, 5])
     assert [stated.index for stated, _ in result.mismatches] == [5]
-    cli = subprocess.run([sys.executable, "-m", "bench.cli.main", "verify", str(path), "--samples", "32"],
+    cli = subprocess.run([sys.executable, "-m", "bench.cli.main", "verify", str(path), "--samples", "256"],
                          capture_output=True, text=True)
     assert cli.returncode == 1 and "sample 5: record says" in cli.stderr, cli.stdout + cli.stderr

@@ -7,27 +7,30 @@ from typing import Any
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
+    """Every section asked for, in one process and one report: the gradient-engine figures per
+    ``--model``, the adjoint anchor per ``--adjoint`` x ``--adjoint-dt``, the AutoAttack cost and the
+    site build. Without any section flag: the gradient-engine figures of the default models."""
     from bench.harness.perf import run_perf
 
-    if args.leaderboard:
-        from bench.harness.perf import measure_leaderboard_build
+    sections = []
+    extras = bool(args.leaderboard or args.attack_cost or args.adjoint)
+    if args.model or not extras:
+        sections.append(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
+    if args.adjoint:
+        from bench.harness.adjoint import run_adjoint_comparison
 
-        print(measure_leaderboard_build(args.leaderboard))
-        return 0
+        sections.append(run_adjoint_comparison(args.adjoint, args.batch or 1, args.adjoint_dt or [1e-3]))
     if args.attack_cost:
         from bench.core.config import parse_overrides
         from bench.harness.perf import measure_attack_cost
 
-        print(measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
-                                  parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
-        return 0
+        sections.append(measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
+                                            parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
+    if args.leaderboard:
+        from bench.harness.perf import measure_leaderboard_build
 
-    if args.adjoint:
-        from bench.harness.adjoint import run_adjoint_comparison
-
-        print(run_adjoint_comparison(args.adjoint, args.batch or 1, args.adjoint_dt))
-        return 0
-    print(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
+        sections.append(measure_leaderboard_build(args.leaderboard))
+    print("\n\n".join(sections))
     return 0
 
 
@@ -38,15 +41,16 @@ def add_parsers(sub: Any) -> None:
     perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 at full size)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
     perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
-    perf.add_argument("--leaderboard", type=int, metavar="N", help="instead: time the site build on N synthetic records")
+    perf.add_argument("--leaderboard", type=int, metavar="N", help="also time the site build on N synthetic records")
     perf.add_argument("--attack-cost", metavar="DEFENSE",
-                      help="instead: time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")
+                      help="also time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")
     perf.add_argument("--n-samples", type=int, default=16, help="images for --attack-cost (default 16)")
     perf.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="defense option for --attack-cost")
     perf.add_argument("--aa-opt", action="append", metavar="KEY=VALUE",
                       help="AutoAttack option for --attack-cost (e.g. n_iter=100, eot=20)")
     perf.add_argument("--db", help="store the --attack-cost runs here (default: in memory)")
     perf.add_argument("--adjoint", action="append", choices=["toy", "cifar10"],
-                      help="instead: ours vs DiffPure's torchsde adjoint gradient (pip install -e '.[perf]')")
-    perf.add_argument("--adjoint-dt", type=float, default=1e-3, help="solver step for --adjoint (DiffPure: 1e-3)")
+                      help="also: ours vs DiffPure's torchsde adjoint gradient (pip install -e '.[perf]')")
+    perf.add_argument("--adjoint-dt", type=float, action="append",
+                      help="solver step for --adjoint, repeatable for a dt sweep (default: DiffPure's 1e-3)")
     perf.set_defaults(func=_cmd_perf)

@@ -7,9 +7,11 @@ the difference is the per-sample cost (weights and other shared tensors cancel o
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +20,8 @@ import torch
 from bench.core.defense import DefendedClassifier
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseBatch
+
+logger = logging.getLogger(__name__)
 
 CheckpointPolicy = Literal["never", "always", "auto"]
 CHECKPOINT_POLICIES: tuple[str, ...] = ("never", "always", "auto")
@@ -91,6 +95,7 @@ def plan_gradient(
     policy: str,
     budget: int,
     batch: int,
+    measure: bool | Callable[[int, float], float] = True,
 ) -> MemoryPlan:
     """Choose the checkpointed fraction of reverse steps and the chunk size for gradient passes
     over ``batch`` stacked samples.
@@ -101,9 +106,19 @@ def plan_gradient(
     instead of its activations; ``full`` is the measured saved bytes of the plain chain, S and the
     number of steps ``purify`` can checkpoint are counted on a probe, and MARGIN covers what the
     saved tensors do not (gradient buffers, one step's recomputation), measured in the tests.
-    ``auto`` takes the smallest k whose stacked batch fits ``budget`` — passed on as the fraction
-    k / checkpointable, spread evenly over the chain (:func:`bench.core.defense.checkpointed_steps`);
-    only when checkpointing every step does not fit are the samples split into chunks, the last resort.
+
+    ``auto``: when the whole stacked batch fits without checkpointing, that is the plan. Otherwise
+    there are two ways to save memory, and their cost depends on the network and device: smaller
+    chunks recompute nothing but run slower per sample (the toy UNet: 445 µs/image at 40 stacked
+    images, 133 at 640), checkpointing a fraction f of the steps adds about f · fwd/(fwd+bwd). The
+    candidates are equal parts of the batch (batch, batch/2, batch/4, …, and the largest part that
+    fits with every step checkpointed), each with the smallest k that fits (the fastest plan at
+    that chunk size), down to the first that needs no checkpointing; with
+    ``measure`` each candidate's gradient pass is timed on the device (zero inputs; the fastest of
+    PLAN_TIMING_PASSES after a warm-up; a callable ``(chunk, fraction) -> seconds per sample`` replaces the timing)
+    and the fastest per sample is chosen. Checkpointed steps are spread evenly over
+    the chain (:func:`bench.core.defense.checkpointed_steps`). Every candidate fits ``budget`` by
+    the model; when even k = all does not fit at one sample, one-sample chunks are the last resort.
     """
     if policy not in CHECKPOINT_POLICIES:
         raise ConfigError(f"checkpoint policy {policy!r} is not one of {', '.join(CHECKPOINT_POLICIES)}")
@@ -119,14 +134,60 @@ def plan_gradient(
     def need(k: int) -> int:  # modelled peak bytes per sample with k steps checkpointed
         return max(int(MARGIN * (full - k * max(per_step - 2 * state, 0.0)) + (working_set if k else 0.0)), 1)
 
+    def plan(k: int, chunk: int) -> MemoryPlan:
+        return MemoryPlan(k / markable if markable else 0.0, max(1, min(batch, chunk)), need(k))
+
     if policy == "never" or markable == 0:
-        k = 0
-    elif policy == "always":
-        k = markable
-    else:
-        k = next((j for j in range(markable + 1) if need(j) * batch <= budget), markable)
-    fraction = k / markable if markable else 0.0
-    return MemoryPlan(fraction, max(1, min(batch, budget // need(k))), need(k))
+        return plan(0, budget // need(0))
+    if policy == "always":
+        return plan(markable, budget // need(markable))
+    # equal parts of the batch: halvings, and the largest chunk that fits with every step checkpointed
+    parts = {2**i for i in range(max(batch - 1, 1).bit_length() + 1)}
+    parts.add(-(-batch // max(budget // need(markable), 1)))
+    candidates = []  # (chunk, smallest k that fits it), largest chunk first
+    for chunk in sorted({-(-batch // d) for d in parts if d <= batch}, reverse=True):
+        k = next((j for j in range(markable + 1) if need(j) * chunk <= budget), None)
+        if k is not None:
+            candidates.append((chunk, k))
+            if k == 0:
+                break  # smaller chunks recompute nothing either and only run slower
+    if not candidates:
+        return plan(markable, 1)
+    if len(candidates) == 1 or not measure:
+        return plan(candidates[0][1], candidates[0][0])
+    def timer(c: int, fraction: float) -> float:
+        return seconds_per_sample(model, sample_shape, device, dtype, c, fraction)
+
+    cost = measure if callable(measure) else timer
+    timed = [(cost(c, k / markable), c, k) for c, k in candidates]
+    logger.info("gradient plan candidates (s/sample, chunk, checkpointed steps of %d): %s", markable,
+                ", ".join(f"({t:.4g}, {c}, {k})" for t, c, k in timed))
+    _, chunk, k = min(timed)
+    return plan(k, chunk)
+
+
+def seconds_per_sample(model: DefendedClassifier, sample_shape: tuple[int, ...], device: torch.device,
+                       dtype: torch.dtype, chunk: int, fraction: float) -> float:
+    """Measured time per sample of one purify+classify gradient over ``chunk`` stacked samples with
+    ``fraction`` of the steps checkpointed (zero inputs and noise; the fastest of
+    ``PLAN_TIMING_PASSES`` passes after a warm-up, so allocation and kernel set-up are not counted)."""
+    import time
+
+    x = torch.full((chunk, *sample_shape), 0.5, device=device, dtype=dtype, requires_grad=True)
+    noise = _zero_noise(model, chunk, sample_shape, device, dtype)
+    times = []
+    for _ in range(PLAN_TIMING_PASSES + 1):  # the first pass warms up (allocation, kernel set-up)
+        started = time.perf_counter()
+        torch.autograd.grad(model(x, noise, checkpoint=fraction).logsumexp(-1).sum(), x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - started)
+    return min(times[1:]) / chunk
+
+
+# Timed passes per candidate plan after the warm-up; the fastest counts. One pass misjudged the
+# toy's candidates by up to 26% on this 2-core machine (`bench perf`, planner vs sweep).
+PLAN_TIMING_PASSES = 2
 
 
 MARGIN = 1.25  # measured peak / modelled saved bytes stays below this (tests/test_toy_and_memory.py)
@@ -147,7 +208,9 @@ def reverse_steps(model: DefendedClassifier, sample_shape: tuple[int, ...], devi
 def plan_inference(
     model: DefendedClassifier, sample_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, budget: int, batch: int
 ) -> MemoryPlan:
-    """Chunk size for no-grad passes: only about one step's activations are alive at once."""
+    """Chunk size for no-grad passes: only about one step's activations are alive at once, for
+    all of a sample's paths together (GDMP's paths and a vote's purifications run stacked)."""
     full = saved_bytes_per_sample(model, sample_shape, device, dtype)
-    per_sample = max(full // max(model.defense.network_calls, 1), 1) * 2
+    calls_per_path = max(model.defense.network_calls // max(model.defense.paths, 1), 1)
+    per_sample = max(full // calls_per_path, 1) * 2
     return MemoryPlan(False, max(1, min(batch, budget // per_sample)), per_sample)

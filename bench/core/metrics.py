@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -85,11 +86,25 @@ def resubmission_estimates(correct: list[int], draws: int) -> "np.ndarray":
     of K draws correct (DiffHammer, Theorem 2: the fraction of the C(K, M) M-subsets of the K
     i.i.d. draws that are all correct). Returns (N, K) floats; column M−1 is Rob(M)."""
     import numpy as np
+
+    counts = np.asarray(correct, dtype=int)
+    if counts.size and (counts.min() < 0 or counts.max() > draws):
+        raise ValueError(f"correct draws must lie in 0..{draws}; got {counts.min()}..{counts.max()}")
+    return _estimate_table(draws)[counts]
+
+
+@functools.lru_cache(maxsize=32)
+def _estimate_table(draws: int) -> "np.ndarray":
+    """(K+1, K) table of C(c, M) / C(K, M) for c = 0..K (one lookup per sample, instead of scipy's
+    ``comb`` per sample when thousands of records are validated)."""
+    import numpy as np
     from scipy.special import comb
 
-    counts = np.asarray(correct, dtype=float)[:, None]
+    c = np.arange(draws + 1, dtype=float)[:, None]
     m = np.arange(1, draws + 1, dtype=float)[None, :]
-    return comb(counts, m) / comb(float(draws), m)
+    table = comb(c, m) / comb(float(draws), m)
+    table.setflags(write=False)
+    return table
 
 
 def resubmission_curve(correct: list[int], draws: int, resamples: int = BOOTSTRAP_RESAMPLES,

@@ -383,7 +383,8 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
 
     from bench.core.attack import ATTACKS
     from bench.core.defense import DEFENSES
-    from bench.core.metrics import wilson_interval
+    from bench.core.metrics import resubmission_estimates, wilson_interval
+    from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED, mean_intervals, resample_counts
     from bench.publish.records import dumps_record, record_path
 
     rng = random.Random(seed)
@@ -394,6 +395,15 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
               for dataset, norm, eps in (("cifar10", "linf", 8 / 255), ("cifar10", "l2", 0.5), ("toy", "linf", 0.25),
                                          ("cifar100", "linf", 8 / 255))]
     n, k = 64, 10
+    shared = resample_counts(n, RANK_RESAMPLES, RANK_SEED)
+
+    def curve(counts: list[int]) -> list[dict[str, float]]:
+        # the track statistics' shared resamples (fast) instead of the runner's scipy bootstrap
+        # per record: the intervals of made-up outcomes only need to be valid, not the runner's
+        estimates = resubmission_estimates(counts, k)
+        return [{"m": m + 1, "acc": acc, "ci_low": low, "ci_high": high}
+                for m, (acc, low, high) in enumerate(mean_intervals(estimates.T, shared))]
+
     for i in range(count):
         defense = names[(i // len(combos)) % len(names)]
         attack, setting, dataset, norm, eps = combos[i % len(combos)]
@@ -423,6 +433,7 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
             "git_commit": None, "package_versions": {}, "created_at": "2026-11-22T00:00:00",
             "finished_at": "2026-11-22T00:00:00",
             "samples": {"label": [0] * n, "clean_correct": clean_counts, "adv_correct": adv_counts},
+            "rob_m": curve(adv_counts),  # real records store their curve; the build only reads it
         }
         record["_attack_label"] = attack
         path = record_path(root, record)

@@ -8,6 +8,7 @@ follow from the per-sample outcomes stored in the same record.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -260,17 +261,23 @@ def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple
             if k not in ignore and plain(config.get(k)) != plain(defaults.get(k))]
 
 
-def attack_label(name: str, config: dict[str, Any], protocol: str | None = None) -> str:
-    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with the options that differ from its
-    defaults under ``protocol`` (the threat model's norm, ε and step size are shown elsewhere)."""
+@functools.lru_cache(maxsize=256)
+def _attack_defaults(name: str, protocol: str | None) -> dict[str, Any]:
+    """An attack's default config under ``protocol`` (built once per pair: a site build labels
+    every record's attack)."""
     import dataclasses
 
     from bench.core.config import build_config
     from bench.protocols import load_protocol
 
     budgets = load_protocol(protocol).attack_options(name) if protocol else {}
-    defaults = dataclasses.asdict(build_config(ATTACKS.get(name).config_cls, budgets))
-    extra = _non_default(config, defaults, ignore=("norm", "eps", "step_size"))
+    return dataclasses.asdict(build_config(ATTACKS.get(name).config_cls, budgets))
+
+
+def attack_label(name: str, config: dict[str, Any], protocol: str | None = None) -> str:
+    """``pgd_eot`` or ``pgd_eot[eot=2,steps=2]``: the attack with the options that differ from its
+    defaults under ``protocol`` (the threat model's norm, ε and step size are shown elsewhere)."""
+    extra = _non_default(config, _attack_defaults(name, protocol), ignore=("norm", "eps", "step_size"))
     return f"{name}[{','.join(extra)}]" if extra else name
 
 
