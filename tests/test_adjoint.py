@@ -25,6 +25,8 @@ def test_same_brownian_path_same_forward_and_our_gradient_is_exact() -> None:
     assert result["output_max_abs_diff"] < 1e-10  # the same discretised solver on the same path
     assert -1.0 <= result["cosine"] <= 1.0 and 0.0 <= result["sign_agreement"] <= 1.0
     assert result["ours_seconds"] > 0 and result["adjoint_peak_bytes"] > 0
+    # ours checkpoints as few steps as the memory allowance (3x the adjoint's peak) permits
+    assert result["ours_fraction"] == 1.0 or result["ours_peak_bytes"] <= 3.0 * result["adjoint_peak_bytes"]
 
     # ours is the exact gradient of that solver: central finite differences along random directions
     noise, _, _ = shared_noise(defense, 2, (1, 8, 8), 3, torch.float64)
@@ -37,3 +39,19 @@ def test_same_brownian_path_same_forward_and_our_gradient_is_exact() -> None:
         h = 1e-5
         numeric = (loss(x + h * direction) - loss(x - h * direction)) / (2 * h)
         assert float((grad * direction).sum()) == pytest.approx(float(numeric), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("budget, expected", [(50.0, 1.0), (100.0, 1.0), (130.0, 0.7), (1e9, 0.0)])
+def test_fraction_within_takes_the_fewest_checkpointed_steps_that_fit(budget: float, expected: float) -> None:
+    from bench.harness.adjoint import fraction_within
+
+    # peak 100 bytes with every step checkpointed, +10 per unchecked step of 10, +5 unmodelled when f < 0.5
+    peak = lambda f: 100 + round((1 - f) * 10) * 10 + (5 if f < 0.5 else 0)  # noqa: E731
+    fraction = fraction_within(peak, budget, 10)
+    assert fraction == pytest.approx(expected)
+    assert fraction == 1.0 or peak(fraction) <= budget
+    assert fraction_within(lambda f: 120 + (1 - f) * 50, 1000, 10) == pytest.approx(0.0)
+    # the linear guess overshoots when the peak grows faster than the probe showed: stepped back until it fits
+    steep = lambda f: 100 + 10 * round((1 - f) * 10) ** 2  # noqa: E731
+    fraction = fraction_within(steep, 200, 10)
+    assert steep(fraction) <= 200 and fraction == pytest.approx(0.7)

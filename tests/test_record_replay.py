@@ -33,8 +33,8 @@ DEFAULT = [
 ]
 FULL = bool(os.environ.get("BENCH_REPLAY_FULL"))
 RECORDS = sorted(p for p in (ROOT / "results").rglob("*.json") if "literature" not in p.parts) if FULL else DEFAULT
-# the toy protocol's AutoAttack record replays 2 samples by default to keep the suite near ten minutes
-N = {TOY / "dp_ddpm__aa_rand_fixed__white.json": 2}
+# the toy protocol's records replay 2 samples by default to keep the suite near ten minutes
+N = {TOY / "dp_ddpm__aa_rand_fixed__white.json": 2, TOY / "dp_ddpm__pgd_eot__white.json": 2}
 
 
 @pytest.mark.slow

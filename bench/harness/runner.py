@@ -297,7 +297,8 @@ def _run_batches(
     progress: ProgressCallback | None, only_batches: set[int] | None = None,
 ) -> None:
     model, device, dtype = parts.model, parts.device, parts.dtype
-    stacked = batch_size * max(parts.setting.attack_draws(parts.attack.eot), 1)
+    # the largest batch this run attacks: a run with fewer samples than --batch-size never stacks more
+    stacked = min(batch_size, max(len(indices), 1)) * max(parts.setting.attack_draws(parts.attack.eot), 1)
     grad_plan = plan_gradient(model, sample_shape, device, dtype, parts.checkpoint, parts.budget, stacked)
     eval_plan = plan_inference(model, sample_shape, device, dtype, parts.budget, batch_size * draws)
     log.info("memory plan: gradient %s, inference %s", grad_plan, eval_plan)
