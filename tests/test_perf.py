@@ -36,7 +36,7 @@ def test_one_perf_run_prints_every_section_asked_for(monkeypatch, capsys) -> Non
     from bench.cli.main import main
 
     calls = []
-    monkeypatch.setattr(perf, "run_perf", lambda **kw: calls.append(("models", kw["models"])) or "MODELS")
+    monkeypatch.setattr(perf, "perf_sections", lambda **kw: calls.append(("models", kw["models"])) or ["MODELS"])
     monkeypatch.setattr(adjoint, "run_adjoint_comparison",
                         lambda models, batch, dts: calls.append(("adjoint", models, dts)) or "ADJOINT")
     monkeypatch.setattr(perf, "measure_leaderboard_build", lambda n: calls.append(("site", n)) or "SITE")

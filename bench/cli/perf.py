@@ -9,28 +9,31 @@ from typing import Any
 def _cmd_perf(args: argparse.Namespace) -> int:
     """Every section asked for, in one process and one report: the gradient-engine figures per
     ``--model``, the adjoint anchor per ``--adjoint`` x ``--adjoint-dt``, the AutoAttack cost and the
-    site build. Without any section flag: the gradient-engine figures of the default models."""
-    from bench.harness.perf import run_perf
+    site build. Without any section flag: the gradient-engine figures of the default models.
+    Each block is printed (and flushed) as soon as it is measured, so a long full-size run that is
+    cut short still leaves what it finished."""
+    from bench.harness import perf
 
-    sections = []
+    def emit(block: str) -> None:
+        print(block + "\n", flush=True)
+
     extras = bool(args.leaderboard or args.attack_cost or args.adjoint)
     if args.model or not extras:
-        sections.append(run_perf(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats))
+        skip = set(args.skip or [])
+        for block in perf.perf_sections(models=args.model, batch=args.batch, eot=args.eot, repeats=args.repeats,
+                                        budgets="budgets" not in skip, sweep="sweep" not in skip):
+            emit(block)
     if args.adjoint:
         from bench.harness.adjoint import run_adjoint_comparison
 
-        sections.append(run_adjoint_comparison(args.adjoint, args.batch or 1, args.adjoint_dt or [1e-3]))
+        emit(run_adjoint_comparison(args.adjoint, args.batch or 1, args.adjoint_dt or [1e-3]))
     if args.attack_cost:
         from bench.core.config import parse_overrides
-        from bench.harness.perf import measure_attack_cost
 
-        sections.append(measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
-                                            parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
+        emit(perf.measure_attack_cost(args.attack_cost, args.n_samples, parse_overrides(args.defense_opt),
+                                      parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
     if args.leaderboard:
-        from bench.harness.perf import measure_leaderboard_build
-
-        sections.append(measure_leaderboard_build(args.leaderboard))
-    print("\n\n".join(sections))
+        emit(perf.measure_leaderboard_build(args.leaderboard))
     return 0
 
 
@@ -41,6 +44,9 @@ def add_parsers(sub: Any) -> None:
     perf.add_argument("--batch", type=int, default=None, help="images per batch (default 16 toy, 1 at full size)")
     perf.add_argument("--eot", type=int, default=4, help="EoT samples for the batch-vs-loop comparison")
     perf.add_argument("--repeats", type=int, default=3, help="timing repeats (the fastest is reported)")
+    perf.add_argument("--skip", action="append", choices=["budgets", "sweep"],
+                      help="leave out (f) the partial-checkpointing budgets, or only their chunk x fraction sweep "
+                           "(the sweep measures 15 plans per model: many minutes at full size on a CPU)")
     perf.add_argument("--leaderboard", type=int, metavar="N", help="also time the site build on N synthetic records")
     perf.add_argument("--attack-cost", metavar="DEFENSE",
                       help="also time aa_rand_fixed and aa_rand against pgd_eot on this toy defense")

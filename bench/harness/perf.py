@@ -6,12 +6,13 @@
 (b) Peak memory of one checkpointed gradient at 100 vs 10 reverse steps: the peak of
     bytes alive in storages allocated during it (:class:`bench.harness.memtrack.PeakMemory`).
 (c) EoT as one stacked batch vs EoT as a loop of single draws (same noise, same math).
+(f) Partial checkpointing under memory budgets: the planner's plan against a measured sweep.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,10 +194,14 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
 
 def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
                           shares: tuple[float, ...] = (1.0, 0.5, 0.25), sweep: bool = True) -> list[dict[str, float]]:
-    """(e) Partial checkpointing under memory budgets of ``shares`` × the plain-autograd peak:
+    """(f) Partial checkpointing under memory budgets of ``shares`` × the plain-autograd peak:
     the fraction f the planner checkpoints, step time / floor, the bound 1 + f·fwd/(fwd+bwd)
     (measured UNet forward and forward+backward), the measured peak against the budget, and the
-    best plan of a sweep over chunk size × fraction that stays within the budget (measured)."""
+    best plan of a sweep over chunk size × fraction that stays within the budget (measured).
+
+    Every plan (the sweep's and the planner's) is measured once — its peak, then its time — and
+    shared by all budgets: the budgets only decide which measured plans are admissible, so at
+    full size the sweep costs one pass over its grid instead of one per budget."""
     from bench.core.memory import plan_gradient
     from bench.harness.memtrack import PeakMemory
 
@@ -222,36 +227,40 @@ def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
     calls = model.make_defense(TIMING_NFE).network_calls
     floor = calls * fwd_bwd + _best_time(classifier_fwd_bwd, repeats)
     share_fwd = fwd / fwd_bwd
+    base = _target(unet, classifier, TIMING_NFE, batch, False)
 
-    def target_for(fraction: float, chunk: int) -> StochasticTarget:
-        base = _target(unet, classifier, TIMING_NFE, batch, False)
-        plan = MemoryPlan(fraction, chunk, 1)
-        return StochasticTarget(base.model, base.setting, base.noise, list(range(batch)), plan, plan)
+    measured: dict[tuple[int, float], tuple[int, float]] = {}  # (chunk, fraction) -> (peak bytes, seconds)
 
-    def peak(target: StochasticTarget) -> int:
-        with PeakMemory() as tracker:
-            target.eot_gradient(x, y, 0, eot)
-        return tracker.peak
+    def measure(chunk: int, fraction: float) -> tuple[int, float]:
+        key = (chunk, round(fraction, 6))
+        if key not in measured:
+            plan = MemoryPlan(fraction, chunk, 1)
+            target = StochasticTarget(base.model, base.setting, base.noise, list(range(batch)), plan, plan)
+            with PeakMemory() as tracker:  # the peak pass doubles as the timing's warm-up
+                target.eot_gradient(x, y, 0, eot)
+            seconds = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                target.eot_gradient(x, y, 0, eot)
+                seconds = min(seconds, time.perf_counter() - started)
+            measured[key] = (tracker.peak, seconds)
+        return measured[key]
 
-    plain_peak = peak(target_for(0.0, stacked))
-    model = _target(unet, classifier, TIMING_NFE, batch, False).model
+    plain_peak, _ = measure(stacked, 0.0)
+    chunks = sorted({stacked, max(stacked // 2, 1), max(stacked // 4, 1)}, reverse=True) if sweep else []
+    grid = [(chunk, fraction) for chunk in chunks for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
     rows = []
     for share in shares:
         budget = int(plain_peak * share)
-        plan = plan_gradient(model, shape, torch.device("cpu"), torch.float32, "auto", budget, stacked)
-        chosen = target_for(float(plan.checkpoint), plan.chunk_size)
-        step = _best_time(lambda: chosen.eot_gradient(x, y, 0, eot), repeats)
-        plans = []
-        chunks = sorted({stacked, max(stacked // 2, 1), max(stacked // 4, 1)}, reverse=True) if sweep else []
-        for chunk in chunks:
-            for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-                candidate = target_for(fraction, chunk)
-                if peak(candidate) <= budget:
-                    plans.append((_best_time(lambda: candidate.eot_gradient(x, y, 0, eot), repeats), chunk, fraction))
+        plan = plan_gradient(base.model, shape, torch.device("cpu"), torch.float32, "auto", budget, stacked)
+        chosen = (plan.chunk_size, float(plan.checkpoint))
+        peak, step = measure(*chosen)
+        # the planner's own plan competes in the sweep: "best" is the fastest measured plan in budget
+        plans = [(measure(*c)[1], *c) for c in [*grid, chosen] if sweep and measure(*c)[0] <= budget]
         best = min(plans) if plans else (float("nan"), 0, 0.0)
-        rows.append({"share": share, "budget_mib": budget / 2**20, "fraction": float(plan.checkpoint),
-                     "chunk": plan.chunk_size, "ratio": step / floor,
-                     "bound": 1 + float(plan.checkpoint) * share_fwd, "peak_mib": peak(chosen) / 2**20,
+        rows.append({"share": share, "budget_mib": budget / 2**20, "fraction": chosen[1],
+                     "chunk": chosen[0], "ratio": step / floor,
+                     "bound": 1 + chosen[1] * share_fwd, "peak_mib": peak / 2**20,
                      "best_ratio": best[0] / floor, "best_chunk": best[1], "best_fraction": best[2],
                      "planner_over_best": step / best[0] if plans else float("nan")})
     return rows
@@ -273,44 +282,43 @@ def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
     return tracker.peak
 
 
-def run_perf(models: list[str] | None = None, batch: int | None = None, eot: int = 4, repeats: int = 3) -> str:
-    """Run (a), (b), (c) for each model and return a Markdown report."""
-    lines = [
-        f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, malloc {'tuned' if malloc_tuned() else 'glibc defaults'}, "
-        f"EoT {eot}, timing: {TIMING_NFE} reverse steps, "
-        f"best of {repeats}",
-        "",
-        "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
-        "(b) peak mem 100 / 10 steps (checkpointed) | (c) EoT batch / loop time |",
-        "|---|---|---|---|---|---|",
-    ]
-    details = []
+def perf_sections(models: list[str] | None = None, batch: int | None = None, eot: int = 4, repeats: int = 3,
+                  budgets: bool = True, sweep: bool = True) -> Iterator[str]:
+    """(a), (b), (c) and (f) per model as Markdown, one block per model as soon as it is measured
+    (a full-size model takes many minutes on a CPU: a run cut short keeps what it finished)."""
+    yield (f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}, "
+           f"threads {torch.get_num_threads()}, malloc {'tuned' if malloc_tuned() else 'glibc defaults'}, "
+           f"EoT {eot}, timing: {TIMING_NFE} reverse steps, best of {repeats}")
     for name in models or ["toy", "cifar10-ddpm"]:
         size = batch or DEFAULT_BATCH[name]
+        started = time.perf_counter()
         timing = measure_step_ratio(name, size, eot, repeats)
         mem10 = peak_gradient_memory(name, 10, size)
         mem100 = peak_gradient_memory(name, 100, size)
-        lines.append(
+        lines = [
+            f"### {name}, batch {size} x EoT {eot}", "",
+            "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
+            "(b) peak mem 100 / 10 steps (checkpointed) | (c) EoT batch / loop time |",
+            "|---|---|---|---|---|---|",
             f"| {name} | {size} x {eot} | {timing['ratio_plain']:.3f} | {timing['ratio_checkpoint']:.3f} | "
             f"{mem100 / max(mem10, 1):.3f} ({mem100 / 2**20:.1f} / {mem10 / 2**20:.1f} MiB) | "
-            f"{timing['eot_batch_over_loop']:.3f} |"
-        )
-        details.append(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()))
-    budget_lines = ["", "(e) partial checkpointing at budgets of 100 / 50 / 25% of the plain-autograd peak "
-                        f"(TIMING_NFE {TIMING_NFE}): planner's fraction f and chunk, step / floor vs the bound "
-                        "1 + f·fwd/(fwd+bwd), measured peak, and the best in-budget plan of a chunk x fraction sweep", "",
-                    "| model | budget | f | chunk | step / floor | bound | peak / budget | sweep best (chunk, f) | planner / best |",
-                    "|---|---|---|---|---|---|---|---|---|"]
-    for name in models or ["toy", "cifar10-ddpm"]:
-        size = batch or DEFAULT_BATCH[name]
-        for r in measure_budget_ratios(name, size, eot, repeats):
-            budget_lines.append(
-                f"| {name} | {100 * r['share']:.0f}% ({r['budget_mib']:.1f} MiB) | {r['fraction']:.2f} | {r['chunk']} | "
-                f"{r['ratio']:.3f} | {r['bound']:.3f} | {r['peak_mib'] / max(r['budget_mib'], 1e-9):.2f} | "
-                f"{r['best_ratio']:.3f} ({r['best_chunk']}, {r['best_fraction']:.2f}) | {r['planner_over_best']:.3f} |")
-    return "\n".join(lines + [""] + details + budget_lines)
-
+            f"{timing['eot_batch_over_loop']:.3f} |", "",
+            f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()),
+        ]
+        if budgets:
+            lines += ["", "(f) partial checkpointing at budgets of 100 / 50 / 25% of the plain-autograd peak "
+                          f"(TIMING_NFE {TIMING_NFE}): planner's fraction f and chunk, step / floor vs the bound "
+                          "1 + f·fwd/(fwd+bwd), measured peak, and the best in-budget plan of a chunk x fraction "
+                          "sweep that includes the planner's plan" + ("" if sweep else " (sweep skipped)"), "",
+                      "| model | budget | f | chunk | step / floor | bound | peak / budget | sweep best (chunk, f) | planner / best |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in measure_budget_ratios(name, size, eot, repeats, sweep=sweep):
+                lines.append(
+                    f"| {name} | {100 * r['share']:.0f}% ({r['budget_mib']:.1f} MiB) | {r['fraction']:.2f} | {r['chunk']} | "
+                    f"{r['ratio']:.3f} | {r['bound']:.3f} | {r['peak_mib'] / max(r['budget_mib'], 1e-9):.2f} | "
+                    f"{r['best_ratio']:.3f} ({r['best_chunk']}, {r['best_fraction']:.2f}) | {r['planner_over_best']:.3f} |")
+        lines += ["", f"({name} measured in {time.perf_counter() - started:.0f} s)"]
+        yield "\n".join(lines)
 
 
 def measure_attack_cost(
