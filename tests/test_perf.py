@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.harness.perf import MODELS, _perf_model, measure_budget_ratios
+from bench.harness.perf import MODELS, _perf_model, measure_budget_ratios, measure_step_ratio
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -17,6 +17,15 @@ def test_perf_models_cover_the_three_families(name: str) -> None:
         assert model.call(x).shape == x.shape
     defense = model.make_defense(10)
     assert defense.network_calls >= 10 and defense.nfe >= 5
+
+
+def test_step_ratio_counts_the_recomputed_calls_for_its_bound() -> None:
+    """(a)'s checkpointed bound comes from the network calls actually recomputed: every reverse
+    step's call but the last step's (which backward reaches first) is run twice."""
+    r = measure_step_ratio("toy", batch=2, eot=1, repeats=1)
+    calls = _perf_model("toy").network_calls(10)
+    assert r["recomputed_calls"] == calls - 1
+    assert 1.0 < r["bound_checkpoint"] < 1.0 + r["recomputed_calls"] * r["unet_fwd_s"] / (calls * r["unet_fwd_bwd_s"]) + 1e-9
 
 
 def test_budget_report_plans_fit_their_budgets() -> None:

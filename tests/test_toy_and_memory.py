@@ -95,7 +95,30 @@ def test_auto_policy_weighs_chunking_against_checkpointing_by_cost() -> None:
     for plan in (prefers_checkpointing, prefers_chunking):
         assert plan.bytes_per_sample * plan.chunk_size <= budget
     measured = plan_gradient(model, shape, cpu, f32, "auto", budget, batch)  # timed on this machine
-    assert (measured.chunk_size, measured.checkpoint) in candidates
+    assert measured.bytes_per_sample * measured.chunk_size <= budget
+
+
+@pytest.mark.parametrize("share", [1.1, 0.45])
+def test_measured_planning_admits_a_plan_only_if_its_measured_peak_fits(share: float, caplog) -> None:
+    """Timing on the device, the planner also tries plans that fit only without the model's MARGIN
+    and keeps them only when the measured peak fits: whatever it picks, the peak of a real gradient
+    pass under that plan (the project's tracker) stays within the budget."""
+    import logging
+
+    from bench.core.memtrack import PeakMemory
+    from tests.conftest import make_target
+
+    model = tiny_model("dp_ddpm")
+    shape, batch = (1, 8, 8), 16
+    per_sample = saved_bytes_per_sample(model, shape, torch.device("cpu"), torch.float32)
+    budget = int(per_sample * batch * share)  # 1.1: the plain batch fits the saved bytes, not MARGIN x them
+    with caplog.at_level(logging.INFO, logger="bench.core.memory"):
+        plan = plan_gradient(model, shape, torch.device("cpu"), torch.float32, "auto", budget, batch)
+    assert "gradient plan candidates" in caplog.text  # candidates were timed (and peaks measured)
+    target = make_target(model, "white", list(range(batch)), checkpoint=plan.checkpoint, chunk=plan.chunk_size)
+    with PeakMemory() as peak:
+        target.eot_gradient(torch.rand(batch, *shape), torch.arange(batch) % 10, step=0, eot=1)
+    assert peak.peak <= budget, (plan, peak.peak, budget)
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "vp", "edm"])
@@ -117,7 +140,7 @@ def test_every_parameter_of_a_fresh_toy_denoiser_gets_a_gradient(kind: str) -> N
 def test_partial_checkpointing_plan_stays_within_its_budget(name: str, share: float) -> None:
     """The planner checkpoints the smallest fraction of steps that fits, and the measured peak of
     one gradient pass (the project's tracker, every storage alive) stays within the budget."""
-    from bench.harness.memtrack import PeakMemory
+    from bench.core.memtrack import PeakMemory
     from tests.conftest import make_target
 
     model = tiny_model(name)
@@ -138,7 +161,7 @@ def test_inference_plan_stays_within_its_budget(name: str, config: dict) -> None
     """No-grad chunks hold all of a sample's paths at once (GDMP's paths, a vote's purifications):
     the measured peak of an evaluation under the inference plan stays within the budget."""
     from bench.core.memory import plan_inference
-    from bench.harness.memtrack import PeakMemory
+    from bench.core.memtrack import PeakMemory
 
     model = tiny_model(name, **config)
     samples, draws = 4, 3

@@ -7,7 +7,7 @@ parameters not frozen (its default: parameter adjoints are integrated too). Both
 use the same network, input, forward noise and Brownian path: the increments of one
 ``torchsde.BrownianInterval`` over our solver's grid are our defense's ``reverse`` noise
 (z_k = ΔW_k / sqrt(Δ_k)), and the adjoint replays that interval backwards. Reported: time and
-peak memory of one input gradient each (:class:`bench.harness.memtrack.PeakMemory`), the forward
+peak memory of one input gradient each (:class:`bench.core.memtrack.PeakMemory`), the forward
 outputs' difference, and the adjoint gradient's cosine and sign agreement with ours (ours is the
 exact gradient of the discretised solver, verified against plain autograd / finite differences
 in the test suite).
@@ -100,7 +100,7 @@ def compare_gradients(defense: Any, classifier: nn.Module, x: torch.Tensor, y: t
     fraction whose measured peak stays within ``envelope`` x the adjoint's peak (the issue's
     memory allowance), found by :func:`fraction_within` and reported as ``ours_fraction``, beside
     the peak with every step checkpointed (``ours_all_checkpointed_peak_bytes``)."""
-    from bench.harness.memtrack import PeakMemory
+    from bench.core.memtrack import PeakMemory
 
     torchsde = _torchsde()
     shape = tuple(x.shape[1:])

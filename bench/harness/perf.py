@@ -2,9 +2,10 @@
 
 (a) PGD-EoT step time / compute floor, where the floor is ``network_calls x`` (UNet
     forward+backward) ``+`` classifier forward+backward, each timed on the same stacked
-    batch in the same process; without recomputation and with per-step checkpointing.
+    batch in the same process; without recomputation and with per-step checkpointing, beside
+    the recompute bound 1 + (recomputed calls x UNet forward) / floor that checkpointing cannot beat.
 (b) Peak memory of one checkpointed gradient at 100 vs 10 reverse steps: the peak of
-    bytes alive in storages allocated during it (:class:`bench.harness.memtrack.PeakMemory`).
+    bytes alive in storages allocated during it (:class:`bench.core.memtrack.PeakMemory`).
 (c) EoT as one stacked batch vs EoT as a loop of single draws (same noise, same math).
 (f) Partial checkpointing under memory budgets: the planner's plan against a measured sweep.
 """
@@ -158,8 +159,13 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
         inp = torch.rand(stacked, *shape, requires_grad=True)
         torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
 
+    def unet_fwd() -> None:
+        with torch.no_grad():
+            model.call(x_stacked)
+
     targets = {checkpoint: _target(unet, classifier, TIMING_NFE, batch, checkpoint) for checkpoint in (False, True)}
     parts: dict[str, Callable[[], Any]] = {
+        "unet_fwd_s": unet_fwd,
         "unet_fwd_bwd_s": unet_fwd_bwd,
         "classifier_fwd_bwd_s": classifier_fwd_bwd,
         "step_plain_s": lambda: targets[False].eot_gradient(x, y, 0, eot),
@@ -168,8 +174,15 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
     # Interleaved rounds, fastest of each: a burst of outside load hits the floor's parts and
     # the step alike instead of skewing one side of the ratio.
     result = {name: float("inf") for name in parts}
-    for fn in parts.values():
-        fn()  # warm-up
+    calls_in: dict[str, int] = {}
+    for part, fn in parts.items():
+        calls = [0]  # the warm-up also counts the network calls of each gradient step
+        hook = unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        try:
+            fn()
+        finally:
+            hook.remove()
+        calls_in[part] = calls[0]
     for _ in range(repeats):
         for name, fn in parts.items():
             started = time.perf_counter()
@@ -179,6 +192,10 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
     result["floor_s"] = calls * result["unet_fwd_bwd_s"] + result["classifier_fwd_bwd_s"]
     result["ratio_plain"] = result["step_plain_s"] / result["floor_s"]
     result["ratio_checkpoint"] = result["step_checkpoint_s"] / result["floor_s"]
+    # recomputation adds one forward per recomputed network call and nothing else can be saved:
+    # the checkpointed step's lower bound is the floor plus those forwards
+    result["recomputed_calls"] = calls_in["step_checkpoint_s"] - calls_in["step_plain_s"]
+    result["bound_checkpoint"] = 1 + result["recomputed_calls"] * result["unet_fwd_s"] / result["floor_s"]
 
     # (c) EoT stacked into the batch vs a loop over single draws with the same noise
     target = targets[False]
@@ -203,7 +220,7 @@ def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
     shared by all budgets: the budgets only decide which measured plans are admissible, so at
     full size the sweep costs one pass over its grid instead of one per budget."""
     from bench.core.memory import plan_gradient
-    from bench.harness.memtrack import PeakMemory
+    from bench.core.memtrack import PeakMemory
 
     model = _current.setdefault(name, _perf_model(name))
     unet, classifier, shape = model.net, model.classifier, model.shape
@@ -268,7 +285,7 @@ def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
 
 def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
     """Peak bytes alive during one checkpointed purify+classify gradient (any device)."""
-    from bench.harness.memtrack import PeakMemory
+    from bench.core.memtrack import PeakMemory
 
     model = _current.setdefault(name, _perf_model(name))
     unet, classifier, shape = model.net, model.classifier, model.shape
@@ -297,10 +314,11 @@ def perf_sections(models: list[str] | None = None, batch: int | None = None, eot
         mem100 = peak_gradient_memory(name, 100, size)
         lines = [
             f"### {name}, batch {size} x EoT {eot}", "",
-            "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | "
+            "| model | batch x EoT | (a) step / floor, plain | (a) step / floor, checkpointed | (a) recompute bound | "
             "(b) peak mem 100 / 10 steps (checkpointed) | (c) EoT batch / loop time |",
-            "|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|",
             f"| {name} | {size} x {eot} | {timing['ratio_plain']:.3f} | {timing['ratio_checkpoint']:.3f} | "
+            f"{timing['bound_checkpoint']:.3f} | "
             f"{mem100 / max(mem10, 1):.3f} ({mem100 / 2**20:.1f} / {mem10 / 2**20:.1f} MiB) | "
             f"{timing['eot_batch_over_loop']:.3f} |", "",
             f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in timing.items()),
