@@ -123,9 +123,7 @@ def plan_gradient(
     When timing on the device (``measure=True``), a chunk that would fit with less checkpointing
     without the MARGIN is also tried at that smaller k, and admitted only if the peak of its
     warm-up pass, measured (:class:`PeakMemory` on CPU, the allocator's peak on CUDA), fits
-    VERIFIED_SHARE of ``budget``: MARGIN bounds every network, most chains need less (the toy UNet at a quarter of its
-    plain peak: all 640 stacked images with every step checkpointed, rejected by the model, measured
-    within the budget and faster than the model's best, `bench perf` (f)).
+    VERIFIED_SHARE of ``budget``: MARGIN bounds every network, and most chains need less.
     """
     if policy not in CHECKPOINT_POLICIES:
         raise ConfigError(f"checkpoint policy {policy!r} is not one of {', '.join(CHECKPOINT_POLICIES)}")

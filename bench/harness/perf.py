@@ -126,6 +126,13 @@ def _best_time(fn: Callable[[], Any], repeats: int) -> float:
 _current: dict[str, PerfModel] = {}
 
 
+def _cached_model(name: str) -> PerfModel:
+    """The perf model ``name``, built once per process (a full-size one takes seconds to build)."""
+    if name not in _current:
+        _current[name] = _perf_model(name)
+    return _current[name]
+
+
 def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkpoint: float | bool) -> StochasticTarget:
     """A White-box target of the perf model whose network is ``unet`` at ``nfe`` reverse steps."""
     model = next((m for m in _current.values() if m.net is unet), None)
@@ -143,7 +150,7 @@ def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkp
 
 
 def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
-    model = _current.setdefault(name, _perf_model(name))
+    model = _cached_model(name)
     unet, classifier, shape = model.net, model.classifier, model.shape
     stacked = batch * eot
     x = torch.rand(batch, *shape)
@@ -176,8 +183,11 @@ def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[st
     result = {name: float("inf") for name in parts}
     calls_in: dict[str, int] = {}
     for part, fn in parts.items():
-        calls = [0]  # the warm-up also counts the network calls of each gradient step
-        hook = unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        # the warm-up also counts the network calls each part starts. A pre-hook, not a forward
+        # hook: checkpoint recomputation stops as soon as the step's saved tensors exist again
+        # (torch's early stop), often inside the network's forward, whose end hook then never fires
+        calls = [0]
+        hook = unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
         try:
             fn()
         finally:
@@ -222,7 +232,7 @@ def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
     from bench.core.memory import plan_gradient
     from bench.core.memtrack import PeakMemory
 
-    model = _current.setdefault(name, _perf_model(name))
+    model = _cached_model(name)
     unet, classifier, shape = model.net, model.classifier, model.shape
     stacked = batch * eot
     x, y = torch.rand(batch, *shape), torch.zeros(batch, dtype=torch.long)
@@ -287,7 +297,7 @@ def peak_gradient_memory(name: str, nfe: int, batch: int) -> int:
     """Peak bytes alive during one checkpointed purify+classify gradient (any device)."""
     from bench.core.memtrack import PeakMemory
 
-    model = _current.setdefault(name, _perf_model(name))
+    model = _cached_model(name)
     unet, classifier, shape = model.net, model.classifier, model.shape
     target = _target(unet, classifier, nfe, batch, True)
     x = torch.rand(batch, *shape)
