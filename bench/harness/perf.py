@@ -149,32 +149,36 @@ def _target(unet: nn.Module, classifier: nn.Module, nfe: int, batch: int, checkp
     return StochasticTarget(defended, parse_setting("white"), NoiseSource(0), list(range(batch)), plan, plan)
 
 
-def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
-    model = _cached_model(name)
-    unet, classifier, shape = model.net, model.classifier, model.shape
-    stacked = batch * eot
-    x = torch.rand(batch, *shape)
-    y = torch.zeros(batch, dtype=torch.long)
+def _floor_parts(model: PerfModel, stacked: int) -> dict[str, Callable[[], Any]]:
+    """The compute floor's timed parts on ``stacked`` images: one denoiser forward (no grad), one
+    denoiser forward+backward with respect to its input, and the classifier's forward+backward."""
+    x_stacked = torch.rand(stacked, *model.shape) * 2 - 1
 
-    x_stacked = torch.rand(stacked, *shape) * 2 - 1
+    def unet_fwd() -> None:
+        with torch.no_grad():
+            model.call(x_stacked)
 
     def unet_fwd_bwd() -> None:
         inp = x_stacked.clone().requires_grad_(True)
         torch.autograd.grad(model.call(inp), inp, torch.ones_like(inp))
 
     def classifier_fwd_bwd() -> None:
-        inp = torch.rand(stacked, *shape, requires_grad=True)
-        torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
+        inp = torch.rand(stacked, *model.shape, requires_grad=True)
+        logits = model.classifier(inp)
+        torch.autograd.grad(F.cross_entropy(logits, torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
 
-    def unet_fwd() -> None:
-        with torch.no_grad():
-            model.call(x_stacked)
+    return {"unet_fwd_s": unet_fwd, "unet_fwd_bwd_s": unet_fwd_bwd, "classifier_fwd_bwd_s": classifier_fwd_bwd}
+
+
+def measure_step_ratio(name: str, batch: int, eot: int, repeats: int) -> dict[str, float]:
+    model = _cached_model(name)
+    unet, classifier, shape = model.net, model.classifier, model.shape
+    x = torch.rand(batch, *shape)
+    y = torch.zeros(batch, dtype=torch.long)
 
     targets = {checkpoint: _target(unet, classifier, TIMING_NFE, batch, checkpoint) for checkpoint in (False, True)}
     parts: dict[str, Callable[[], Any]] = {
-        "unet_fwd_s": unet_fwd,
-        "unet_fwd_bwd_s": unet_fwd_bwd,
-        "classifier_fwd_bwd_s": classifier_fwd_bwd,
+        **_floor_parts(model, batch * eot),
         "step_plain_s": lambda: targets[False].eot_gradient(x, y, 0, eot),
         "step_checkpoint_s": lambda: targets[True].eot_gradient(x, y, 0, eot),
     }
@@ -236,23 +240,10 @@ def measure_budget_ratios(name: str, batch: int, eot: int, repeats: int,
     unet, classifier, shape = model.net, model.classifier, model.shape
     stacked = batch * eot
     x, y = torch.rand(batch, *shape), torch.zeros(batch, dtype=torch.long)
-    x_stacked = torch.rand(stacked, *shape) * 2 - 1
-
-    def unet_fwd() -> None:
-        with torch.no_grad():
-            model.call(x_stacked)
-
-    def unet_fwd_bwd() -> None:
-        inp = x_stacked.clone().requires_grad_(True)
-        torch.autograd.grad(model.call(inp), inp, torch.ones_like(inp))
-
-    def classifier_fwd_bwd() -> None:
-        inp = torch.rand(stacked, *shape, requires_grad=True)
-        torch.autograd.grad(F.cross_entropy(classifier(inp), torch.zeros(stacked, dtype=torch.long), reduction="sum"), inp)
-
-    fwd, fwd_bwd = _best_time(unet_fwd, repeats), _best_time(unet_fwd_bwd, repeats)
+    times = {part: _best_time(fn, repeats) for part, fn in _floor_parts(model, stacked).items()}
+    fwd, fwd_bwd = times["unet_fwd_s"], times["unet_fwd_bwd_s"]
     calls = model.make_defense(TIMING_NFE).network_calls
-    floor = calls * fwd_bwd + _best_time(classifier_fwd_bwd, repeats)
+    floor = calls * fwd_bwd + times["classifier_fwd_bwd_s"]
     share_fwd = fwd / fwd_bwd
     base = _target(unet, classifier, TIMING_NFE, batch, False)
 
