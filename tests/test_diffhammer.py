@@ -107,3 +107,68 @@ def test_diffhammer_is_batch_independent() -> None:
         alone = DiffHammer(config).perturb(make_target(model, "white", [j]), x[j:j + 1], y[j:j + 1])
         torch.testing.assert_close(alone.x_adv[0], together.x_adv[j], rtol=0, atol=1e-12)
         assert alone.info[0] == together.info[j]
+
+
+P_FOOLED = 0.8  # the stub's per-draw success rate, the same at every point
+
+
+class _PlateauDefense(Defense):
+    """A fake stochastic defense whose every draw is fooled with probability 0.8 wherever the
+    input is: its noise alone decides the class (the classifier reads the marker pixel)."""
+
+    name = "plateau"
+    config_cls = _ClusterConfig
+
+    def noise_spec(self, sample_shape):
+        return {"forward": StreamSpec(1, tuple(sample_shape))}
+
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+        fooled = (noise.step("forward", 0)[:, 0, 0, 0] < 0.8416).to(x.dtype)  # Φ(0.8416) = 0.8
+        marker = torch.zeros_like(x)
+        marker[:, MARKER[0], MARKER[1], MARKER[2]] = 10.0
+        return x + fooled.view(-1, 1, 1, 1) * marker
+
+    @property
+    def clamps_output(self) -> bool:
+        return False
+
+    @classmethod
+    def pretrained(cls, dataset, config):  # pragma: no cover
+        return cls(config)
+
+    @classmethod
+    def for_testing(cls, config=None, channels=1, size=8):
+        return cls(config or _ClusterConfig())
+
+
+class _MarkerClassifier(nn.Module):
+    """Class 1 when the marker is set (fooled, the true class is 0), with a small input-dependent
+    term so that losses differ between points."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        margin = 5.0 - z[:, MARKER[0], MARKER[1], MARKER[2]] + 0.01 * (z * DIRECTION).flatten(1).sum(1)
+        return torch.stack([margin, torch.zeros_like(margin)], dim=1)
+
+
+def test_diffhammer_does_not_stop_on_one_all_fooled_iteration() -> None:
+    """Per-draw success rate 0.8 forever: one iteration shows 10/10 with probability 0.107, so the
+    old rule (stop there, keep the best observed rate) ended ~90% of samples on a kept point of
+    observed rate 1.0 within 20 steps. Now a sample stops only if M = 20 fresh draws confirm it
+    (probability 0.8^20 ≈ 0.012 per all-fooled iteration), and the reported rate of the kept
+    point comes from confirmation draws that did not choose it: ≈ 0.8, rarely 1.0."""
+    ids = list(range(64))
+    x, y = torch.full((64, 1, 8, 8), 0.5), torch.zeros(64, dtype=torch.long)
+    model = DefendedClassifier(_PlateauDefense.for_testing(), _MarkerClassifier()).eval()
+    target = make_target(model, "white", ids)
+    steps = 20
+    result = DiffHammer(DiffHammerConfig(eps=EPS, steps=steps, restarts=1, losses=("cw",), draws=10)).perturb(target, x, y)
+    rates = torch.tensor([info["attacker_success_rate"] for info in result.info])
+    stopped = [info["confirmed_stop"] for info in result.info]
+    # how often the old rule would have stopped: some iteration showed 10/10 (P ≈ 1 − 0.893^21 ≈ 0.91)
+    assert sum(stopped) <= 6, f"{sum(stopped)} of 64 samples stopped on a plateau of 0.8"
+    assert (rates == 1.0).float().mean() <= 0.1, f"kept points with observed rate 1.0: {(rates == 1.0).sum()}"
+    assert abs(rates.mean().item() - P_FOOLED) < 0.05, f"mean reported success rate {rates.mean():.3f}, true 0.8"
+    # every sample that did not stop ran all steps + 1 evaluations of N draws, plus M confirmations
+    for sid, stop in zip(ids, stopped):
+        if not stop:
+            assert target.forward_draws[sid] >= (steps + 1) * 10 + 20

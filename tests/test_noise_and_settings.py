@@ -77,3 +77,20 @@ def test_bad_semi_setting(bad: str) -> None:
 def test_unknown_setting_suggests() -> None:
     with pytest.raises(UnknownNameError, match="Did you mean 'dw_both'.*Valid settings: white, dw_fwd, dw_both, dw_semi:K"):
         parse_setting("dw_bth")
+
+
+@pytest.mark.parametrize("name", ["white", "dw_fwd", "dw_both", "dw_semi:4"])
+def test_selection_draws_are_independent_of_evaluation_draws(name: str) -> None:
+    """The attacker's selection draws (which choose each image's strongest attack on the
+    leaderboard) never reuse an evaluation draw's fresh keys; known keys stay known."""
+    s = parse_setting(name)
+    evals = {v for j in range(5) for v in s.eval_keys(STREAMS, 0, 1, j).values()}
+    selects = {v for j in range(5) for v in s.selection_keys(STREAMS, 0, 1, j).values()}
+    if name == "white":
+        assert not evals & selects and len(selects) == 5
+    elif name == "dw_fwd":
+        assert evals & selects == {KNOWN}
+    elif name == "dw_both":
+        assert evals == selects == {KNOWN}
+    else:  # one of the K known sets, chosen by its own random draw
+        assert selects <= {("semi", k) for k in range(4)}

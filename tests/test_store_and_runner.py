@@ -155,3 +155,27 @@ def test_nan_purification_stops_the_run_and_names_the_sample(tmp_path: Path, nan
         run = session.get(Run, run_id)
         assert run.status == "failed" and "NaN" in run.error and run.robust_acc is None
     assert [r[0] for r in _per_sample(engine, run_id)] == [0, 1], "only the batches before the NaN are stored"
+
+
+def test_runs_store_the_selection_draws_beside_the_evaluation_draws(tmp_path: Path) -> None:
+    engine = open_store(str(tmp_path / "r.sqlite"))
+    run_id = create_run(engine, _request())
+    execute_run(engine, run_id)
+    with Session(engine) as session:
+        rows = session.scalars(select(SampleResult).where(SampleResult.run_id == run_id)).all()
+        assert all(len(r.select_preds) == len(r.adv_preds) == 3 for r in rows)
+
+
+def test_a_store_from_before_the_selection_draws_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    open_store(str(path)).dispose()
+    connection = sqlite3.connect(path)
+    connection.execute("ALTER TABLE sample_results DROP COLUMN select_preds")
+    connection.commit()
+    connection.close()
+    engine = open_store(str(path))
+    run_id = create_run(engine, _request(n_samples=2, batch_size=2))
+    execute_run(engine, run_id)
+    assert len(_per_sample(engine, run_id)) == 2

@@ -76,6 +76,16 @@ class Setting:
             return {s: ("semi", chosen) for s in streams}
         return self._known_or(streams, ("eval", draw))
 
+    def selection_keys(self, streams: Iterable[str], run_seed: int, sample_id: int, draw: int) -> dict[str, Key]:
+        """Keys of *selection* draw ``draw`` for one sample: the attacker's own queries of the
+        deployed defense at its final point, drawn like the evaluation's but independent of them.
+        The leaderboard chooses each image's strongest attack with these draws and scores it with
+        the evaluation draws, so the draws that choose never score (no winner's curse)."""
+        if self.kind == "dw_semi":
+            chosen = derive_seed(run_seed, int(sample_id), "semi-select", draw) % self.semi_sets
+            return {s: ("semi", chosen) for s in streams}
+        return self._known_or(streams, ("select", draw))
+
 
 def parse_setting(text: str) -> Setting:
     """Parse ``white``, ``dw_fwd``, ``dw_both`` or ``dw_semi:K`` (K a positive integer)."""

@@ -243,8 +243,16 @@ class StochasticTarget:
     def eval_predictions(self, x: torch.Tensor, draws: int) -> torch.Tensor:
         """Predicted class of each sample under each of the evaluation's ``draws`` noise
         draws: (B, draws). Under ``dw_both`` all draws are the same, computed once."""
+        return self._predictions(x, draws, self.setting.eval_keys)
+
+    def selection_predictions(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        """Like :meth:`eval_predictions` under the setting's *selection* keys (the attacker's own
+        queries, independent of the evaluation draws): (B, draws)."""
+        return self._predictions(x, draws, self.setting.selection_keys)
+
+    def _predictions(self, x: torch.Tensor, draws: int, keys_of: Callable[..., Mapping[str, Key]]) -> torch.Tensor:
         streams, active, seed = self.streams(x), self.active_streams(x), self.noise.run_seed
-        keys = {(sid, d): self.setting.eval_keys(streams, seed, sid, d) for sid in self.sample_ids for d in range(draws)}
+        keys = {(sid, d): keys_of(streams, seed, sid, d) for sid in self.sample_ids for d in range(draws)}
         all_same = all(
             keys[(sid, d)][s] == keys[(sid, 0)][s] for (sid, d) in keys for s in active
         )

@@ -334,11 +334,15 @@ def _run_batches(
         infos = [{**(info or {}), **target.cost(sid)}
                  for info, sid in zip(result.info or [None] * len(batch_ids), batch_ids)]
         adv_preds = target.eval_predictions(x_adv, draws)
+        # the attacker's own queries of its final point: they choose each image's strongest attack
+        # on the leaderboard, while the evaluation draws above score it
+        select_preds = target.selection_predictions(x_adv, draws)
         delta = (x_adv - x).flatten(1).float()
         rows = [
             SampleResult(
                 run_id=run_id, sample_index=sid, position=start + j, label=int(y[j]),
                 clean_preds=clean_preds[j].tolist(), adv_preds=adv_preds[j].tolist(),
+                select_preds=select_preds[j].tolist(),
                 linf_norm=float(delta[j].abs().max()), l2_norm=float(delta[j].norm()), attack_info=infos[j],
             )
             for j, sid in enumerate(batch_ids)

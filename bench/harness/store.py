@@ -99,6 +99,9 @@ class SampleResult(Base):
     label: Mapped[int] = mapped_column(Integer)
     clean_preds: Mapped[list[int]]
     adv_preds: Mapped[list[int]]
+    # the attacker's selection draws of the adversarial input (independent of the evaluation's);
+    # None in stores written before they existed
+    select_preds: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     linf_norm: Mapped[float] = mapped_column(Float)
     l2_norm: Mapped[float] = mapped_column(Float)
     # the attack's own per-sample verdict, e.g. {"reported_correct": 0.35, "chosen_by": "apgd-ce"}
@@ -165,6 +168,7 @@ def open_store(url: str | None = None) -> Engine:
 
     try:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
     except (DatabaseError, OperationalError) as err:
         engine.dispose()
         raise StoreError(
@@ -172,6 +176,22 @@ def open_store(url: str | None = None) -> Engine:
             "bench database (it was left untouched); pass another --db."
         ) from None
     return engine
+
+
+# columns added to existing tables after their first release: (table, column, SQL type)
+_LATER_COLUMNS = (("sample_results", "select_preds", "JSON"),)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a store written by an older version up to date (nullable columns only; no data
+    changes). Hand-written because the project keeps no migration tool for one column."""
+    from sqlalchemy import inspect
+
+    with engine.begin() as connection:
+        inspector = inspect(connection)
+        for table, column, sql_type in _LATER_COLUMNS:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
 def write_with_retry(engine: Engine, work: Any, attempts: int = 5) -> Any:
