@@ -57,3 +57,26 @@ def assert_matches_finite_differences(loss, x: torch.Tensor, name: str, toleranc
         analytic = (grad * v).sum()
         rel = abs(float(numeric - analytic)) / max(abs(float(analytic)), 1e-12)
         assert rel < tolerance, f"{name}: finite differences {float(numeric)} vs autograd {float(analytic)} (rel {rel:.2e})"
+
+
+@pytest.fixture(scope="session")
+def exported_records(tmp_path_factory) -> tuple:
+    """Two real toy runs (dp_ddim vs pgd_eot, white and dw_both; 6 images, 3 draws) exported as
+    records: ``(results root, [white record, dw_both record])``. The store is ``root/runs.db``."""
+    from sqlalchemy.orm import Session
+
+    from bench.harness.runner import RunRequest, execute_run, start_run
+    from bench.harness.store import Run, open_store
+    from bench.publish.records import export_run
+
+    root = tmp_path_factory.mktemp("lb")
+    engine = open_store(f"sqlite:///{root / 'runs.db'}")
+    paths = []
+    for setting in ("white", "dw_both"):
+        request = RunRequest(defense="dp_ddim", attack="pgd_eot", setting=setting, n_samples=6, eval_draws=3,
+                             defense_options={"nfe": 5}, attack_options={"steps": 2, "eot": 2})
+        run_id, parts = start_run(engine, request)
+        execute_run(engine, run_id, parts=parts)
+        with Session(engine) as session:
+            paths.append(export_run(session.get(Run, run_id), root / "results"))
+    return root / "results", paths

@@ -74,6 +74,9 @@ def test_refusals_happen_before_anything_is_stored(args: list[str], message: str
 
 def test_resume_of_an_unknown_id_says_one_thing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     db = tmp_path / "r.sqlite"
+    from bench.harness.store import open_store
+
+    open_store(str(db)).dispose()  # an existing store without that run
     assert main(["resume", "0123456789ab", "--db", str(db)]) == 2
     err = capsys.readouterr().err
     assert err == "bench: error: no run with id '0123456789ab' in the store; `bench results` lists them\n"

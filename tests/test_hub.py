@@ -1,5 +1,6 @@
 """Download, resume, checksum and offline behaviour of the model cache, against a local server."""
 
+import json
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,3 +115,55 @@ def test_unknown_model_file_name() -> None:
 
     with pytest.raises(UnknownNameError, match="Did you mean 'edm-cifar10-uncond-vp'"):
         hub.fetch("edm-cifar10-uncond")
+
+
+def load_tiny(path):  # noqa: ANN001, ANN201 - a converter for the trust-on-first-use tests
+    """A converter like the real ones: safetensors into a fixed architecture, names and shapes strict."""
+    from safetensors.torch import load_file
+    from torch import nn
+
+    from bench.zoo.converters import load_strict
+
+    return load_strict(nn.Linear(4, 3), load_file(str(path)), path)
+
+
+def _tiny_file(path, scale: float = 1.0, shape=(3, 4)) -> None:  # noqa: ANN001
+    import torch
+    from safetensors.torch import save_file
+
+    weight = torch.arange(12, dtype=torch.float32).reshape(3, 4)[: shape[0], : shape[1]] * scale
+    save_file({"weight": weight.contiguous(), "bias": torch.zeros(shape[0])}, str(path))
+
+
+def _unpinned(registered) -> None:  # noqa: ANN001
+    registered(hub.ModelFile(name="test-model", filename="model.bin", urls=("http://127.0.0.1:9/never",),
+                             description="test", license="-", original_format="safetensors",
+                             converter="tests.test_hub:load_tiny"))
+
+
+def test_an_unpinned_file_is_trusted_on_first_use_and_rechecked_on_every_load(registered, tmp_path) -> None:
+    _unpinned(registered)
+    _tiny_file(tmp_path / "model.bin")
+    hub.fetch("test-model")  # first use: loads into its architecture, SHA-256 recorded
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["test-model"]["sha256"] == hashlib.sha256((tmp_path / "model.bin").read_bytes()).hexdigest()
+    assert hub.load_model("test-model").weight.shape == (3, 4)
+    data = bytearray((tmp_path / "model.bin").read_bytes())
+    data[-5] ^= 0x40  # one flipped bit in a weight
+    (tmp_path / "model.bin").write_bytes(bytes(data))
+    with pytest.raises(MissingAssetError, match="changed since its first use"):
+        hub.load_model("test-model")
+    assert (tmp_path / "model.bin").read_bytes() == bytes(data)  # left untouched
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: _tiny_file(p, shape=(2, 4)), "does not load into its architecture"),  # a different model
+    (lambda p: _tiny_file(p, scale=6.5e30), "has a value of magnitude"),  # a corrupted weight
+    (lambda p: p.write_bytes(b"not a model at all"), "does not load into its architecture"),
+])
+def test_fetch_refuses_an_unpinned_file_that_is_not_the_model(registered, tmp_path, make, message) -> None:
+    _unpinned(registered)
+    make(tmp_path / "model.bin")
+    with pytest.raises(MissingAssetError, match=message):
+        hub.fetch("test-model")
+    assert not (tmp_path / "manifest.json").exists()

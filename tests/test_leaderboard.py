@@ -17,31 +17,20 @@ from bench.harness.store import Run, open_store
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """Two real toy runs (pgd_eot white and dw_both) exported as records."""
-    from sqlalchemy.orm import Session
-
-    from bench.publish.records import export_run
-
-    root = tmp_path_factory.mktemp("lb")
-    engine = open_store(f"sqlite:///{root / 'runs.db'}")
-    paths = []
-    for setting in ("white", "dw_both"):
-        request = RunRequest(defense="dp_ddim", attack="pgd_eot", setting=setting, n_samples=6, eval_draws=3,
-                             defense_options={"nfe": 5}, attack_options={"steps": 2, "eot": 2})
-        run_id, parts = start_run(engine, request)
-        execute_run(engine, run_id, parts=parts)
-        with Session(engine) as session:
-            paths.append(export_run(session.get(Run, run_id), root / "results"))
-    return root / "results", paths
+def exported(exported_records) -> tuple[Path, list[Path]]:
+    return exported_records
 
 
 def test_export_writes_a_valid_reviewable_record(exported) -> None:
     results, paths = exported
-    assert paths[0].relative_to(results).as_posix() == "toy/linf-0.25/toy/dp_ddim-nfe=5__pgd_eot-eot=2,steps=2__white.json"
+    # 6 images, not the toy protocol's 256: the count is in the name
+    assert paths[0].relative_to(results).as_posix() == "toy/linf-0.25/toy/dp_ddim-nfe=5__pgd_eot-eot=2,steps=2__white__n6.json"
     record = load_record_file(paths[0])
     data = json.loads(paths[0].read_text())
-    assert data["schema_version"] == 1 and isinstance(data["robust"]["expected"]["acc"], float)
+    assert data["schema_version"] == 2 and isinstance(data["robust"]["expected"]["acc"], float)
+    assert len(data["samples"]["select_preds"]) == 6 and all(len(row) == 3 for row in data["samples"]["adv_preds"])
+    assert record.rob_m[0].ci_low == record.robust.expected.ci_low  # one interval per statistic: Rob(1) = expected
+    assert record.rob_m[-1].ci_high == record.robust.worst.ci_high  # and Rob(K) = worst-of-K
     assert record.dataset.sample_indices == list(range(6)) and record.eval_draws == 3
     assert record.git_commit is not None and "torch" in record.package_versions
     assert '"clean_correct": [' in paths[0].read_text()  # per-sample lists stay on one line
@@ -55,6 +44,22 @@ def _mutate(path: Path, change) -> dict:  # noqa: ANN001
     return data
 
 
+def _flip(data: dict, i: int) -> None:
+    """Make adversarial draw 0 of sample i right if it was wrong, wrong if it was right."""
+    label, row = data["samples"]["label"][i], data["samples"]["adv_preds"][i]
+    row[0] = label if row[0] != label else (label + 1) % 10
+
+
+def _relabel(data: dict, i: int) -> None:
+    """Give sample i another label, renaming the classes of its draws so that every count stays."""
+    old = data["samples"]["label"][i]
+    new = (old + 1) % 10
+    data["samples"]["label"][i] = new
+    for name in ("clean_preds", "adv_preds", "select_preds"):
+        row = data["samples"][name][i]
+        data["samples"][name][i] = [new if p == old else old if p == new else p for p in row]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["robust"]["expected"].update(acc=1.5), "robust.expected.acc: Input should be less than or equal to 1"),
     (lambda d: d["defense"].update(name="dp_ddpm2"), "unknown defense 'dp_ddpm2'"),
@@ -62,9 +67,20 @@ def _mutate(path: Path, change) -> dict:  # noqa: ANN001
     (lambda d: d["robust"]["expected"].update(ci_high=0.0, ci_low=0.0), "does not contain acc"),
     (lambda d: d["samples"]["adv_correct"].__setitem__(0, 99), "counts outside 0..eval_draws"),
     (lambda d: d.update(setting="grey"), "setting: String should match pattern"),
-    (lambda d: d["robust"]["expected"].update(acc=0.0, ci_low=0.0), "does not follow from the per-sample outcomes"),
+    # every summary separately against the per-draw outcomes
+    (lambda d: d["robust"]["expected"].update(acc=0.0, ci_low=0.0), "robust.expected.acc: 0.000000 does not follow"),
+    (lambda d: d["robust"]["expected"].update(ci_low=0.0), "robust.expected.ci_low: 0.000000 does not follow"),
+    (lambda d: d["robust"]["worst"].update(acc=1.0, ci_high=1.0), "robust.worst.acc: 1.000000 does not follow"),
+    (lambda d: d["clean"]["majority"].update(acc=0.0, ci_low=0.0), "clean.majority.acc: 0.000000 does not follow"),
     (lambda d: d["rob_m"][1].update(acc=d["rob_m"][1]["acc"] / 2 + 0.01, ci_low=0.0, ci_high=1.0),
-     "rob_m M=2: acc"),
+     "rob_m.1.acc"),
+    (lambda d: d["cost"].update(gradient_draws_per_sample=1.0), "cost.gradient_draws_per_sample: 1.000000 does not follow"),
+    (lambda d: _flip(d, 0), "samples.adv_correct: ["),
+    (lambda d: d["samples"].pop("select_preds"), "samples.select_preds missing"),
+    (lambda d: _relabel(d, 0), "samples.label: 1 label(s) differ from the toy test split"),
+    (lambda d: d["dataset"].update(sample_indices=[0, 0, 1, 2, 3, 4]), "repeated indices [0]"),
+    (lambda d: d["dataset"].update(sample_indices=[0, 1, 2, 3, 4, 100000]), "[100000] outside the toy test split"),
+    (lambda d: d.update(entry="gdmp"), "entry: 'gdmp' is not the entry its defense"),
 ])
 def test_malformed_records_fail_with_file_field_and_problem(exported, change, message) -> None:
     _, paths = exported
@@ -74,6 +90,31 @@ def test_malformed_records_fail_with_file_field_and_problem(exported, change, me
     with pytest.raises(RecordError) as err:
         validate_record(data, paths[0], *registry_names())
     assert str(paths[0]) in str(err.value) and message in str(err.value)
+
+
+def test_export_never_overwrites_another_runs_record(exported, tmp_path) -> None:
+    """A seed-1 run is named apart from the seed-0 record; a file that holds another run's record is
+    not replaced without --replace, and the error names it."""
+    from sqlalchemy.orm import Session
+
+    from bench.publish.records import export_run, record_from_run, record_path
+
+    results, paths = exported
+    engine = open_store(f"sqlite:///{results.parent / 'runs.db'}")
+    with Session(engine) as session:
+        runs = list(session.query(Run).order_by(Run.created_at))
+        record = record_from_run(runs[0])
+        assert record_path(results, {**record, "seed": 1}).name.endswith("__white__seed1__n6.json")
+        other = tmp_path / "other" / paths[0].relative_to(results)
+        other.parent.mkdir(parents=True)
+        data = json.loads(paths[0].read_text())
+        data["run_id"] = "someoneelse"
+        other.write_text(json.dumps(data))
+        with pytest.raises(RecordError, match="holds the record of run someoneelse"):
+            export_run(runs[0], tmp_path / "other")
+        assert json.loads(other.read_text())["run_id"] == "someoneelse"
+        assert export_run(runs[0], tmp_path / "other", replace=True) == other
+        assert export_run(runs[0], results) == paths[0]  # re-exporting the same run is fine
 
 
 def test_invalid_record_never_reaches_the_site(exported, tmp_path) -> None:
@@ -96,8 +137,10 @@ def test_site_ranks_by_the_per_sample_worst_case_and_escapes_text(tmp_path) -> N
     # an entry whose name carries markup: it must be rendered inert everywhere
     victim = sorted(results.rglob("*__aa_rand__white.json"))[0]  # not a ranking attack: the ranking is unchanged
     data = json.loads(victim.read_text())
-    data["entry"] = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    data["classifier"] = "<b>bold</b>"
+    from bench.publish.records import entry_key
+
+    data["classifier"] = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b>'
+    data["entry"] = entry_key(data["defense"]["name"], data["defense"]["config"], data["classifier"], "toy")
     victim.write_text(json.dumps(data))
     # one entry loses its diffhammer record: it must be listed as incomplete, not ranked
     dropped = sorted(results.rglob("*__diffhammer__white.json"))[-1]
@@ -109,14 +152,17 @@ def test_site_ranks_by_the_per_sample_worst_case_and_escapes_text(tmp_path) -> N
     for page in (tmp_path / "site" / "entries").glob("*.html"):
         assert "<script>alert" not in page.read_text()
     assert summary["records"] == 47
-    # brute force: per entry and track, the mean over images of the lowest expected accuracy any ranking attack leaves
+    # brute force: per entry and track, the mean over images of the evaluation accuracy of the attack
+    # whose selection draws are lowest (ties: mean over the tied attacks)
     per_track: dict = {}
     for path in results.rglob("*.json"):
         r = json.loads(path.read_text())
         if r["setting"] == "white" and r["attack"]["name"] in ("pgd_eot", "aa_rand_fixed", "diffhammer"):
             key = (r["dataset"]["name"], path.parent.name)
+            labels = r["samples"]["label"]
             per_track.setdefault(key, {}).setdefault(r["entry"], {})[r["attack"]["name"]] = [
-                c / r["eval_draws"] for c in r["samples"]["adv_correct"]]
+                (sum(p == y for p in sel) / len(sel), sum(p == y for p in adv) / len(adv))
+                for y, sel, adv in zip(labels, r["samples"]["select_preds"], r["samples"]["adv_preds"])]
     checked, incomplete = 0, []
     for table_csv in (tmp_path / "site" / "tables").glob("*.csv"):
         dataset, threat, _ = table_csv.stem.split("__")
@@ -124,7 +170,11 @@ def test_site_ranks_by_the_per_sample_worst_case_and_escapes_text(tmp_path) -> N
         for row in csv.DictReader(table_csv.open()):
             if row["status"] == "ranked":
                 attacks = expected[row["entry"]]
-                worst = [min(v) for v in zip(*attacks.values())]
+                worst = []
+                for per_image in zip(*attacks.values()):
+                    lowest = min(sel for sel, _ in per_image)
+                    chosen = [adv for sel, adv in per_image if sel == lowest]
+                    worst.append(sum(chosen) / len(chosen))
                 assert float(row["robust_acc"]) == pytest.approx(sum(worst) / len(worst))
                 assert int(row["rank_low"]) <= int(row["rank"]) <= int(row["rank_high"])
                 checked += 1
@@ -161,3 +211,38 @@ def test_default_options_stored_as_json_lists_do_not_rename_the_attack() -> None
     stored = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}
     assert _non_default(stored, defaults) == []
     assert _non_default({**stored, "attacks": ["apgd-ce"]}, defaults) == ["attacks=apgd-ce"]
+
+
+def test_an_off_protocol_record_is_not_ranked_and_says_why(tmp_path) -> None:
+    """A pgd_eot record whose config says steps=1 (valid, and consistent with its outcomes) is not
+    ranked as if it were the protocol's PGD: its entry becomes incomplete and the page names the
+    difference. The same holds for another seed, other evaluation draws or other images."""
+    results = tmp_path / "results"
+    write_synthetic_records(results, 24)
+    pgd = sorted(p for p in results.rglob("*__pgd_eot__white.json") if "/toy/" in p.as_posix())[0]
+    data = json.loads(pgd.read_text())
+    data["attack"]["config"]["steps"] = 1
+    pgd.write_text(json.dumps(data))
+    build_site(results, tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "off-protocol: attack steps=1, not 20" in index
+    rows = list(csv.DictReader(next((tmp_path / "site" / "tables").glob("toy__*.csv")).open()))
+    row = next(r for r in rows if r["entry"] == data["entry"])
+    assert row["status"].startswith("incomplete: no record for pgd_eot; off-protocol records: pgd_eot (1)")
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda d: d.update(seed=3), "seed 3, not 0"),
+    (lambda d: d["defense"]["config"].update(nfe=5), "defense nfe=5, not 20"),
+])
+def test_protocol_differences_name_each_field(exported, change, reason) -> None:
+    from bench.protocols import load_protocol
+    from bench.publish.conformance import protocol_differences
+    from bench.publish.records import Record
+
+    _, paths = exported
+    data = json.loads(paths[0].read_text())  # 6 images, nfe 5, pgd_eot steps 2 x EoT 2 under the toy protocol
+    change(data)
+    differences = protocol_differences(Record.model_validate(data), load_protocol("toy"))
+    assert reason in differences
+    assert "6 images from index 0, not indices 0–255" in differences and "attack steps=2, not 20" in differences

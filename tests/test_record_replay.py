@@ -1,8 +1,9 @@
 """Regression: committed toy records re-run sample by sample give identical per-sample outcomes.
 
 Proof that a refactoring changed no number: the first samples (4, or 2 for the AutoAttack record) of committed records, re-run
-from their stored configs and seeds (``bench.harness.replay``), must reproduce the stored counts
-of correct evaluation draws exactly (clean and adversarial).
+from their stored configs and seeds (``bench.harness.replay``), must reproduce what the record
+states exactly: the counts of correct evaluation draws (clean and adversarial) and, for records
+with per-draw outcomes, every draw's class, the selection draws and the attack's cost.
 
 The default set is chosen to be cheap (under a minute in all on 2 cores): the toy protocol's
 ``dp_ddpm`` records under ``pgd_eot`` and ``aa_rand_fixed`` (whose DDPM maths comes from
@@ -42,4 +43,6 @@ N = {TOY / "dp_ddpm__aa_rand_fixed__white.json": 2, TOY / "dp_ddpm__pgd_eot__whi
 def test_committed_record_replays_exactly(path: Path) -> None:
     record = load_record_file(path)
     n = 4 if FULL else N.get(path, 4)
-    assert replay(record, n) == stored_outcomes(record)[:n]
+    rerun, stated = replay(record, n), stored_outcomes(record)[:n]
+    assert [o.index for o in rerun] == [o.index for o in stated]
+    assert all(not s.differences(r) for s, r in zip(stated, rerun)), [s.differences(r) for s, r in zip(stated, rerun)]

@@ -101,7 +101,7 @@ def test_not_a_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "notes.sqlite"
     path.write_bytes(b"these are my notes, not a database" * 100)
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="not a bench database"):
+    with pytest.raises(StoreError, match="is not an SQLite database, so it is not a bench store; it was left untouched"):
         open_store(str(path))
     assert path.read_bytes() == before
 

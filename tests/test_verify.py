@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.core.metrics import wilson_interval
 from bench.harness.replay import verify
 from bench.publish.records import load_record_file
 
@@ -13,14 +12,18 @@ RECORD = Path(__file__).resolve().parents[1] / "results/toy/linf-0.25/toy/none__
 
 
 def _fabricated(tmp_path: Path) -> Path:
-    """The genuine record with sample 5 claimed robust under every draw, its accuracies made consistent."""
+    """The genuine record with sample 5 claimed robust under every draw, its summaries re-derived."""
+    import numpy as np
+
+    from bench.publish.derive import Outcomes, derive
+
     data = json.loads(RECORD.read_text())
     data["samples"]["adv_correct"][5] = data["eval_draws"]
-    n, k = data["dataset"]["n_samples"], data["eval_draws"]
-    acc = sum(data["samples"]["adv_correct"]) / (n * k)
-    low, high = wilson_interval(acc, n)
-    data["robust"]["expected"] = {"acc": acc, "ci_low": low, "ci_high": high}
-    data.pop("rob_m", None)
+    s = data["samples"]
+    derived = derive(Outcomes(np.asarray(s["label"]), np.asarray(s["clean_correct"]), np.asarray(s["adv_correct"]),
+                              data["eval_draws"]), {"clean": data["clean"]["majority"]["acc"],
+                                                    "robust": data["robust"]["majority"]["acc"]})
+    data.update(clean=derived["clean"], robust=derived["robust"], rob_m=derived["rob_m"])
     path = tmp_path / RECORD.name
     path.write_text(json.dumps(data))
     return path
@@ -39,4 +42,53 @@ def test_verify_fails_on_edited_per_sample_outcomes(tmp_path: Path) -> None:
     assert [stated.index for stated, _ in result.mismatches] == [5]
     cli = subprocess.run([sys.executable, "-m", "bench.cli.main", "verify", str(path), "--samples", "256"],
                          capture_output=True, text=True)
-    assert cli.returncode == 1 and "sample 5: record says" in cli.stderr, cli.stdout + cli.stderr
+    assert cli.returncode == 1 and "sample 5: adv_correct differ; record says" in cli.stderr, cli.stdout + cli.stderr
+
+
+def _shuffled(record_path: Path, tmp_path: Path, device: str) -> Path:
+    """The record with samples 0 and 1's outcomes swapped (every summary re-derived, so it stays a
+    valid record) and a device string of the submitter's choosing."""
+    from bench.publish.derive import Outcomes, derive
+    from bench.publish.records import dumps_record
+
+    data = json.loads(record_path.read_text())
+    s = data["samples"]
+    for name in ("clean_preds", "adv_preds", "select_preds", "gradient_draws", "forward_draws", "reported"):
+        if s.get(name) is not None:
+            s[name][0], s[name][1] = s[name][1], s[name][0]
+    labels = s["label"]
+    for name in ("clean_preds", "adv_preds", "select_preds"):  # keep each sample's draws relative to its own label
+        for i, j in ((0, 1), (1, 0)):
+            s[name][i] = [labels[i] if p == labels[j] else p for p in s[name][i]]
+    derived = derive(Outcomes.from_predictions(labels, s["clean_preds"], s["adv_preds"], s["select_preds"],
+                                               s.get("reported"), s.get("gradient_draws"), s.get("forward_draws")))
+    data.update({k: v for k, v in derived.items() if k not in ("samples", "cost")})
+    data["cost"].update(derived.get("cost", {}))
+    s.update(derived["samples"])
+    data["cost"]["device"] = device
+    path = tmp_path / record_path.name
+    path.write_text(dumps_record(data) + "\n")
+    return path
+
+
+def test_verify_fails_a_shuffled_toy_record_whatever_device_it_claims(exported_records, tmp_path: Path) -> None:
+    _, paths = exported_records
+    path = _shuffled(paths[0], tmp_path, device="cuda:NVIDIA H100 80GB HBM3")
+    record = load_record_file(path)  # valid: its summaries follow from its (shuffled) outcomes
+    result = verify(record, str(path), indices=[0, 1])
+    assert result.strict and not result.passed and {s.index for s, _ in result.mismatches} <= {0, 1}
+    report = tmp_path / "report.json"
+    cli = subprocess.run([sys.executable, "-m", "bench.cli.main", "verify", str(path), "--samples", "6",
+                          "--report", str(report)], capture_output=True, text=True)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    entry = json.loads(report.read_text())["records"][0]
+    assert entry["checked"] == 6 and entry["identical"] < 6 and entry["strict"]
+
+
+def test_verify_default_catches_five_percent_edits_with_probability_095() -> None:
+    from bench.harness.replay import detection_power, detection_samples
+
+    for n in (64, 256, 600):
+        s = detection_samples(n)
+        assert detection_power(n, s) >= 0.95 > detection_power(n, s - 1)
+    assert detection_samples(256) == 52

@@ -1,8 +1,8 @@
 """The ``bench`` command line; each subcommand group lives in its own module of this package.
 
-Subcommands: ``ls``, ``show``, ``fetch`` (catalog); ``run``, ``resume``, ``grid``, ``results``, ``compare``
-(runs); ``export``, ``validate``, ``leaderboard build`` (publish); ``study`` (studies); ``perf``;
-``toy train``; ``addt train``. Errors a user can fix (:class:`bench.core.errors.BenchError`) print
+Subcommands: ``ls``, ``show``, ``fetch`` (catalog); ``run``, ``resume``, ``grid``, ``reproduce``,
+``results``, ``compare`` (runs); ``export``, ``validate``, ``verify``, ``leaderboard build``
+(publish); ``study`` (studies); ``perf``; ``toy train``; ``addt train``. Errors a user can fix (:class:`bench.core.errors.BenchError`) print
 one line and exit with code 2.
 """
 
@@ -28,7 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (``timeout``, Slurm, Ray) ends a run the way Ctrl-C does: stored samples are kept
+    and the run is marked ``interrupted``, so ``bench resume`` finishes it."""
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

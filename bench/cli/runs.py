@@ -76,7 +76,7 @@ def _format_summary(run: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.core.config import parse_overrides, split_entry
-    from bench.harness.runner import RunRequest, start_run
+    from bench.harness.runner import RunRequest, prepare_run, store_run
     from bench.harness.store import open_store
 
     defense, entry_options = split_entry(args.defense)  # e.g. dp_ddpm[votes=10]
@@ -88,8 +88,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
         deterministic=not args.nondeterministic, protocol=args.protocol,
     )
+    prepared = prepare_run(request)  # every refusal happens here, before the store is opened
     engine = open_store(args.db)
-    run_id, parts = start_run(engine, request)
+    run_id, parts = store_run(engine, prepared), prepared.parts
     print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
     return _finish(engine, run_id, parts if args.executor == "local" else None, executor=args.executor, db=args.db,
                    address=args.address)
@@ -112,7 +113,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     from bench.harness.store import get_run, open_store
 
-    engine = open_store(args.db)
+    engine = open_store(args.db, create=False)
     with Session(engine) as session:
         run_id = get_run(session, args.run_id).id  # an unknown id stops here, before anything is touched
     return _finish(engine, run_id, executor=args.executor, db=args.db, address=args.address)
@@ -133,8 +134,14 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, defense_options=parse_overrides(args.defense_opt),
         attack_options=parse_overrides(args.attack_opt), device=args.device, protocol=args.protocol,
     )
+    from bench.harness.grid import grid_cells
+    from bench.harness.runner import validate_request
+
+    defenses, attacks, settings = split(args.defenses), split(args.attacks), split(args.settings)
+    for cell in grid_cells(base, defenses, attacks, settings):  # every cell, before the first runs
+        validate_request(cell.request)
     engine = open_store(args.db)
-    cells = run_grid(engine, base, split(args.defenses), split(args.attacks), split(args.settings),
+    cells = run_grid(engine, base, defenses, attacks, settings,
                      executor=args.executor, db_url=db_url(args.db), address=args.address,
                      progress=progress_bar("grid"))
     rows = []
@@ -162,7 +169,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
     from bench.harness.store import Run, open_store
 
-    engine = open_store(args.db)
+    engine = open_store(args.db, create=False)
     with Session(engine) as session:
         query = select(Run).order_by(Run.created_at)
         if not args.all:
@@ -199,7 +206,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from bench.harness.store import open_store
 
     needs_store = not all(ref.endswith(".json") for ref in (args.a, args.b))
-    engine = open_store(args.db) if needs_store else None
+    engine = open_store(args.db, create=False) if needs_store else None
     a, b = load_evaluation(args.a, engine), load_evaluation(args.b, engine)
     result = compare(a, b, resamples=args.resamples, seed=args.seed)
     print(json.dumps(result, indent=2) if args.json else format_comparison(a, b, result))

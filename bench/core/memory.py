@@ -146,6 +146,9 @@ def plan_gradient(
         return next((j for j in range(markable + 1) if need(j, margin) * chunk <= budget), None)
 
     if policy == "never" or markable == 0:
+        if need(0) > budget:
+            raise ConfigError(f"--memory-budget {format_bytes(budget)} cannot hold one sample's gradient pass without "
+                              f"checkpointing (that needs {format_bytes(need(0))}); give more or use --checkpoint auto")
         return plan(0, budget // need(0))
     if policy == "always":
         return plan(markable, budget // need(markable))
@@ -167,6 +170,10 @@ def plan_gradient(
                 break  # smaller chunks recompute nothing either and only run slower
     safe = [(c, k) for c, k, verify in candidates if not verify]
     if not safe:
+        if need(markable) > budget:
+            raise ConfigError(
+                f"--memory-budget {format_bytes(budget)} cannot hold one sample's gradient pass even with every "
+                f"step checkpointed (that needs {format_bytes(need(markable))}); give at least that much")
         return plan(markable, 1)
     if len(candidates) == 1 or not measure:
         return plan(safe[0][1], safe[0][0])
@@ -255,4 +262,65 @@ def plan_inference(
     full = saved_bytes_per_sample(model, sample_shape, device, dtype)
     calls_per_path = max(model.defense.network_calls // max(model.defense.paths, 1), 1)
     per_sample = max(full // calls_per_path, 1) * 2
+    if per_sample > budget:
+        raise ConfigError(f"--memory-budget {format_bytes(budget)} cannot hold one sample's purification (that needs "
+                          f"{format_bytes(per_sample)}); give at least that much")
     return MemoryPlan(False, max(1, min(batch, budget // per_sample)), per_sample)
+
+
+def format_bytes(value: float) -> str:
+    """``3.1 GiB``, ``512 KiB``, ``900 B``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{int(value)} B"
+
+
+def noise_bytes_per_draw(model: DefendedClassifier, sample_shape: tuple[int, ...]) -> int:
+    """Bytes of the noise one draw of one sample needs (float32, every stream; a vote's N
+    purifications included), computed from the noise spec without allocating it."""
+    total = 0
+    for spec in model.defense.noise_spec(tuple(sample_shape)).values():
+        total += spec.steps * int(torch.Size(spec.shape).numel()) * 4
+    return total
+
+
+ROW_OVERHEAD = 1536  # bytes per noise tensor beyond its data (the per-sample tensor before stacking, generator), measured
+
+
+def unchunked_bytes_per_draw(model: DefendedClassifier, sample_shape: tuple[int, ...]) -> int:
+    """What one stacked draw of one sample holds outside the memory plan's chunks: its noise,
+    generated for the whole stacked batch at once (twice while it is stacked, plus a fixed overhead
+    per stream tensor, measured), and its copy of the input, gradient and output."""
+    streams = [spec for spec in model.defense.noise_spec(tuple(sample_shape)).values() if spec.steps]
+    sample = int(torch.Size(sample_shape).numel()) * 4
+    return 2 * noise_bytes_per_draw(model, sample_shape) + ROW_OVERHEAD * len(streams) + 3 * sample
+
+
+def check_draw_counts(model: DefendedClassifier, sample_shape: tuple[int, ...], budget: int, batch: int,
+                      draws: dict[str, int]) -> None:
+    """Refuse, before anything runs, draw counts that cannot fit ``budget``: a run stacks
+    ``batch`` samples x draws rows, whose noise (and input copies) exist all at once, outside the
+    chunks the memory plan can shrink. ``draws``: rows per sample, by the option that sets them
+    (e.g. ``{"--setting dw_semi:K": K, "--draws": K_eval}``); the error names the largest value that
+    fits (and that a smaller --batch-size helps)."""
+    row = noise_bytes_per_draw(model, sample_shape)
+    votes = getattr(model.defense, "votes", 1)
+    if row > budget:
+        largest = votes * budget // row
+        raise ConfigError(
+            f"one purification's noise needs {format_bytes(row)}, more than the memory budget "
+            f"{format_bytes(budget)}" + (f": votes={votes} is too many; the largest that fits is {largest}"
+                                         if votes > 1 else ""))
+    per_draw = unchunked_bytes_per_draw(model, sample_shape)
+    if per_draw > budget:
+        raise ConfigError(f"the memory budget {format_bytes(budget)} cannot hold one sample's noise draw and its "
+                          f"copies ({format_bytes(per_draw)}); give at least that much")
+    for option, count in draws.items():
+        need = batch * count * per_draw
+        if need > budget:
+            raise ConfigError(
+                f"{option} stacks {count} draws for each of {batch} samples ({format_bytes(need)} of noise and "
+                f"copies, outside what the memory plan can chunk), more than the memory budget "
+                f"{format_bytes(budget)}; the largest that fits is {max(budget // (batch * per_draw), 0)} at this "
+                f"batch size ({budget // per_draw} with --batch-size 1)")

@@ -99,7 +99,9 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         self.load()
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        folded = {entry.casefold(): entry for entry in self._entries}
+        close = ([folded[name.casefold()]] if name.casefold() in folded else
+                 [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=3, cutoff=0.5)])
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         valid = ", ".join(self.names()) or "(none registered)"
         return f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {valid}."

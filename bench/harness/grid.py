@@ -61,18 +61,28 @@ class GridCell:
     metrics: dict[str, Any] | None = None
 
 
-def run_grid(engine: Engine, base: RunRequest, defenses: list[str], attacks: list[str], settings: list[str],
-             executor: str = "local", db_url: str | None = None, address: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> list[GridCell]:
-    """Run every (defense, attack, setting) cell not already complete; returns the cells."""
+def grid_cells(base: RunRequest, defenses: list[str], attacks: list[str], settings: list[str]) -> list[GridCell]:
+    """The cross product as cells (an entry may carry options: ``dp_ddpm[votes=10]``)."""
     from bench.core.config import split_entry
 
-    def cell(entry: str, attack: str, setting: str) -> GridCell:  # an entry may carry options: dp_ddpm[votes=10]
+    def cell(entry: str, attack: str, setting: str) -> GridCell:
         name, options = split_entry(entry)
         return GridCell(dataclasses.replace(base, defense=name, attack=attack, setting=setting,
                                             defense_options={**base.defense_options, **options}))
 
-    cells = [cell(d, a, s) for d in defenses for a in attacks for s in settings]
+    return [cell(d, a, s) for d in defenses for a in attacks for s in settings]
+
+
+def run_grid(engine: Engine, base: RunRequest, defenses: list[str], attacks: list[str], settings: list[str],
+             executor: str = "local", db_url: str | None = None, address: str | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[GridCell]:
+    """Run every (defense, attack, setting) cell not already complete; returns the cells. Every
+    cell is validated (:func:`bench.harness.runner.validate_request`) before the first one runs."""
+    from bench.harness.runner import validate_request
+
+    cells = grid_cells(base, defenses, attacks, settings)
+    for cell in cells:
+        validate_request(cell.request)
     total = sum(cell.request.n_samples or 0 for cell in cells)
     finished_before = 0
     for cell in cells:

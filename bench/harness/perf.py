@@ -403,16 +403,19 @@ def measure_attack_cost(
 
 
 def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
-    """``count`` valid records with made-up outcomes (for timing the site build only): 20
-    records per entry (attacks x settings x threat models), spread over the registered defenses."""
-    import dataclasses
+    """``count`` valid records with made-up outcomes (for timing the site build and testing it): 20
+    records per entry (attacks x settings x threat models), spread over the registered defenses.
+    Their configs are the paper protocol's, so they rank; their labels are the dataset's where the
+    split is on this machine (the toy suite)."""
     import random
 
-    from bench.core.attack import ATTACKS
+    import numpy as np
+
     from bench.core.defense import DEFENSES
-    from bench.core.metrics import resubmission_estimates, wilson_interval
-    from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED, mean_intervals, resample_counts
-    from bench.publish.records import dumps_record, record_path
+    from bench.harness.runner import RunRequest, normalized_request
+    from bench.publish.derive import Outcomes, derive
+    from bench.publish.records import SCHEMA_VERSION, dumps_record, entry_key, record_path
+    from bench.zoo.labels import NUM_CLASSES, test_labels
 
     rng = random.Random(seed)
     names = DEFENSES.names()
@@ -422,45 +425,46 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
               for dataset, norm, eps in (("cifar10", "linf", 8 / 255), ("cifar10", "l2", 0.5), ("toy", "linf", 0.25),
                                          ("cifar100", "linf", 8 / 255))]
     n, k = 64, 10
-    shared = resample_counts(n, RANK_RESAMPLES, RANK_SEED)
+    configs: dict[tuple[str, str, str, str, float], dict[str, Any]] = {}
 
-    def curve(counts: list[int]) -> list[dict[str, float]]:
-        # the track statistics' shared resamples (fast) instead of the runner's scipy bootstrap
-        # per record: the intervals of made-up outcomes only need to be valid, not the runner's
-        estimates = resubmission_estimates(counts, k)
-        return [{"m": m + 1, "acc": acc, "ci_low": low, "ci_high": high}
-                for m, (acc, low, high) in enumerate(mean_intervals(estimates.T, shared))]
+    def preds(labels: np.ndarray, counts: list[int], classes: int) -> list[list[int]]:
+        """Per-draw classes with ``counts[i]`` correct draws (the others one class off)."""
+        return [[int(y) if d < c else (int(y) + 1) % classes for d in range(k)] for y, c in zip(labels, counts)]
 
     for i in range(count):
         defense = names[(i // len(combos)) % len(names)]
         attack, setting, dataset, norm, eps = combos[i % len(combos)]
+        key = (defense, attack, dataset, norm, eps)
+        if key not in configs:
+            configs[key] = normalized_request(RunRequest(defense=defense, attack=attack, norm=norm, eps=eps, classifier="-",
+                                                         dataset=dataset, protocol="paper"))
+        wanted = configs[key]
+        truth = test_labels(dataset)
+        classes = NUM_CLASSES[dataset]
+        labels = truth[:n] if truth is not None else np.asarray([rng.randrange(classes) for _ in range(n)])
         clean_counts = [rng.randint(6, 10) for _ in range(n)]
         adv_counts = [rng.randint(0, c) for c in clean_counts]
-
-        def acc(counts: list[int]) -> dict[str, Any]:
-            value = sum(counts) / (n * k)
-            low, high = wilson_interval(value, n)
-            return {"acc": value, "ci_low": low, "ci_high": high}
-
-        def accuracies(counts: list[int]) -> dict[str, Any]:
-            return {"expected": acc(counts), "worst": acc([k if c == k else 0 for c in counts]),
-                    "majority": acc([k if c > k / 2 else 0 for c in counts])}
-
+        select_counts = [min(k, max(0, c + rng.randint(-2, 2))) for c in adv_counts]
+        samples = {"label": [int(y) for y in labels], "clean_preds": preds(labels, clean_counts, classes),
+                   "adv_preds": preds(labels, adv_counts, classes),
+                   "select_preds": preds(labels, select_counts, classes)}
+        derived = derive(Outcomes.from_predictions(samples["label"], samples["clean_preds"], samples["adv_preds"],
+                                                   samples["select_preds"]))
         record = {
-            "schema_version": 1, "run_id": f"synthetic{i:06d}", "entry": f"{defense}[variant={i // len(combos)}]",
-            "defense": {"name": defense, "config": dataclasses.asdict(DEFENSES.get(defense).config_cls()), "nfe": 100,
+            "schema_version": SCHEMA_VERSION, "run_id": f"synthetic{i:06d}",
+            "entry": entry_key(defense, wanted["defense_config"], f"synthetic-{i // len(combos)}", dataset),
+            "defense": {"name": defense, "config": wanted["defense_config"], "nfe": 100,
                         "paper": DEFENSES.get(defense).paper, "diffusion_model": "synthetic", "addt": False},
-            "attack": {"name": attack, "config": dataclasses.asdict(ATTACKS.get(attack).config_cls()),
-                       "unreliable": attack == "aa_rand"},
-            "setting": setting, "classifier": "synthetic",
+            "attack": {"name": attack, "config": wanted["attack_config"], "unreliable": attack == "aa_rand"},
+            "setting": setting, "classifier": f"synthetic-{i // len(combos)}",
             "dataset": {"name": dataset, "n_samples": n, "sample_indices": list(range(n))},
             "threat_model": {"norm": norm, "eps": eps}, "eval_draws": k,
-            "clean": accuracies(clean_counts), "robust": accuracies(adv_counts), "attack_reported": None,
-            "cost": {"wall_seconds": 100.0, "attack_seconds": 90.0, "device": "synthetic"}, "seed": i,
-            "git_commit": None, "package_versions": {}, "created_at": "2026-11-22T00:00:00",
+            "clean": derived["clean"], "robust": derived["robust"], "attack_reported": None,
+            "rob_m": derived["rob_m"],
+            "cost": {"wall_seconds": 100.0, "attack_seconds": 90.0, "device": "synthetic"}, "seed": 0,
+            "protocol": None, "git_commit": None, "package_versions": {}, "created_at": "2026-11-22T00:00:00",
             "finished_at": "2026-11-22T00:00:00",
-            "samples": {"label": [0] * n, "clean_correct": clean_counts, "adv_correct": adv_counts},
-            "rob_m": curve(adv_counts),  # real records store their curve; the build only reads it
+            "samples": {**samples, **derived["samples"]},
         }
         record["_attack_label"] = attack
         path = record_path(root, record)

@@ -166,48 +166,119 @@ def normalized_request(request: RunRequest) -> dict[str, Any]:
     }
 
 
-def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
-    """Like :func:`create_run`, also returning the built components so that
-    :func:`execute_run` does not load the models a second time."""
+def validate_request(request: RunRequest) -> dict[str, Any]:
+    """Every check that needs neither the store nor a model: names, options, setting, dtype,
+    device, checkpoint policy, memory budget, draws, batch size and sample indices. Returns the
+    normalized request (:func:`normalized_request`). ``bench grid`` runs it on every cell before the
+    first one starts, so a typo in the last cell stores nothing."""
+    from bench.core.memory import CHECKPOINT_POLICIES
+    from bench.zoo.labels import SPLIT_SIZES
+
     if request.eval_draws < 1:
         raise ConfigError(f"--draws {request.eval_draws} must be at least 1")
     if request.batch_size < 1:
         raise ConfigError(f"--batch-size {request.batch_size} must be at least 1")
+    if request.checkpoint not in CHECKPOINT_POLICIES:
+        raise ConfigError(f"--checkpoint {request.checkpoint!r} is not one of {', '.join(CHECKPOINT_POLICIES)}")
+    if request.dtype not in DTYPES:
+        raise ConfigError(f"--dtype {request.dtype!r} is not one of {', '.join(DTYPES)}")
+    _device(request.device)
+    if request.memory_budget:
+        parse_bytes(request.memory_budget)
+    parse_setting(request.setting)
     wanted = normalized_request(request)
-    eps, classifier = wanted["eps"], wanted["classifier"]
+    size = SPLIT_SIZES.get(request.dataset)
+    if size is not None:
+        if request.sample_indices is not None:
+            _check_indices([int(i) for i in request.sample_indices], size, request.dataset)
+        else:
+            _check_range(request.n_samples, request.start_index, size, request.dataset)
+    return wanted
+
+
+def _check_range(n_samples: int | None, start: int, size: int, dataset: str) -> None:
+    if not 0 <= start < size:
+        raise ConfigError(f"--start-index {start} is outside the {dataset} test split (valid: 0..{size - 1})")
+    if n_samples is not None and not 1 <= n_samples <= size - start:
+        raise ConfigError(f"--n-samples {n_samples} from index {start}: the {dataset} test split holds {size} images, "
+                          f"so from index {start} the valid range is 1..{size - start}")
+
+
+def _check_indices(indices: list[int], size: int, dataset: str) -> None:
+    bad = sorted({i for i in indices if not 0 <= i < size})
+    if bad or not indices or len(set(indices)) != len(indices):
+        raise ConfigError(f"sample indices {bad or indices} must be distinct and in 0..{size - 1} ({dataset})")
+
+
+@dataclass
+class PreparedRun:
+    """A request checked and built, ready to be stored as a run (nothing stored yet)."""
+
+    request: RunRequest
+    wanted: dict[str, Any]
+    runtime: dict[str, Any]
+    parts: Components
+    indices: list[int]
+
+
+def prepare_run(request: RunRequest) -> PreparedRun:
+    """Validate ``request``, build its components and check that its draws and memory budget can
+    work, all before the store is touched: every refusal happens here."""
+    from bench.core.memory import check_draw_counts, plan_gradient, plan_inference
+
+    wanted = validate_request(request)
     setting = parse_setting(request.setting)
-    attack_config, defense_config = wanted["attack_config"], wanted["defense_config"]
     runtime = {
         "device": request.device, "dtype": request.dtype, "checkpoint": request.checkpoint,
         "memory_budget": request.memory_budget, "deterministic": request.deterministic,
         "protocol": wanted["protocol"], "norm_defaults": wanted["norm_defaults"],
     }
     parts = build_components(
-        defense=request.defense, defense_config=defense_config, attack=request.attack,
-        attack_config=attack_config, setting=setting.name, dataset=request.dataset, runtime=runtime,
-        classifier=classifier,
+        defense=request.defense, defense_config=wanted["defense_config"], attack=request.attack,
+        attack_config=wanted["attack_config"], setting=setting.name, dataset=request.dataset, runtime=runtime,
+        classifier=wanted["classifier"],
     )
-    # every refusal happens here, before the store is touched
-    parts.attack.check_target(parts.model.defense, parts.setting, tuple(parts.split.images.shape[1:]))
+    sample_shape = tuple(parts.split.images.shape[1:])
+    parts.attack.check_target(parts.model.defense, parts.setting, sample_shape)
     if request.sample_indices is not None:
         indices = [int(i) for i in request.sample_indices]
-        bad = [i for i in indices if not 0 <= i < len(parts.split)]
-        if bad or not indices or len(set(indices)) != len(indices):
-            raise ConfigError(f"sample indices {bad or indices} must be distinct and in 0..{len(parts.split) - 1}")
+        _check_indices(indices, len(parts.split), request.dataset)
     else:
         indices = select_indices(parts.split, request.n_samples, request.start_index)
+    attack_draws = parts.setting.attack_draws(parts.attack.eot)
+    check_draw_counts(parts.model, sample_shape, parts.budget, min(request.batch_size, len(indices)),
+                      {("--setting " + setting.name if setting.kind == "dw_semi" else "the attack's EoT"): attack_draws,
+                       "--draws": request.eval_draws})
+    # the smallest plans must fit the budget (a budget that cannot work is refused, not exceeded)
+    plan_gradient(parts.model, sample_shape, parts.device, parts.dtype, parts.checkpoint, parts.budget,
+                  max(attack_draws, 1), measure=False)
+    plan_inference(parts.model, sample_shape, parts.device, parts.dtype, parts.budget, 1)
+    return PreparedRun(request, wanted, runtime, parts, indices)
+
+
+def store_run(engine: Engine, prepared: PreparedRun) -> str:
+    """Store ``prepared`` as a new run row (status ``running``); returns its id."""
+    request, wanted, parts = prepared.request, prepared.wanted, prepared.parts
     provenance = collect_provenance(parts.device)
     run_id = uuid.uuid4().hex[:12]
     run = Run(
-        id=run_id, status="running", defense=request.defense, defense_config=defense_config,
-        attack=request.attack, attack_config=attack_config, setting=setting.name, norm=request.norm,
-        eps=float(eps), dataset=request.dataset, classifier=classifier, sample_indices=indices, n_samples=len(indices),
-        seed=request.seed, eval_draws=request.eval_draws, batch_size=request.batch_size,
-        nfe=parts.model.defense.nfe, runtime=runtime, git_commit=provenance["git_commit"],
-        package_versions=provenance["packages"], device=provenance["device"], wall_seconds=0.0, attack_seconds=0.0,
+        id=run_id, status="running", defense=request.defense, defense_config=wanted["defense_config"],
+        attack=request.attack, attack_config=wanted["attack_config"], setting=wanted["setting"], norm=request.norm,
+        eps=float(wanted["eps"]), dataset=request.dataset, classifier=wanted["classifier"],
+        sample_indices=prepared.indices, n_samples=len(prepared.indices), seed=request.seed,
+        eval_draws=request.eval_draws, batch_size=request.batch_size, nfe=parts.model.defense.nfe,
+        runtime=prepared.runtime, git_commit=provenance["git_commit"], package_versions=provenance["packages"],
+        device=provenance["device"], wall_seconds=0.0, attack_seconds=0.0,
     )
     write_with_retry(engine, lambda session: session.add(run))
-    return run_id, parts
+    return run_id
+
+
+def start_run(engine: Engine, request: RunRequest) -> tuple[str, Components]:
+    """Like :func:`create_run`, also returning the built components so that
+    :func:`execute_run` does not load the models a second time."""
+    prepared = prepare_run(request)
+    return store_run(engine, prepared), prepared.parts
 
 
 ProgressCallback = Callable[[float, int], None]  # (images done, possibly fractional; total)

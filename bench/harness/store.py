@@ -130,9 +130,33 @@ def default_url() -> str:
     return f"sqlite:///{PROJECT_ROOT / 'results' / 'bench.sqlite'}"
 
 
-def open_store(url: str | None = None) -> Engine:
-    """Connect to the store at ``url`` (a SQLAlchemy URL or a plain file path), creating the
-    tables if needed. A file that is not a database raises :class:`StoreError` untouched."""
+BENCH_TABLES = frozenset({"runs", "sample_results", "studies"})
+
+
+def _sqlite_tables(path: Path) -> dict[str, set[str]] | None:
+    """``{table: its columns}`` of the SQLite file ``path``, read through a read-only connection
+    (nothing is written, the journal mode is left alone); None if it is not an SQLite database."""
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {name: {row[1] for row in connection.execute(f'PRAGMA table_info("{name}")')} for name in names}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def open_store(url: str | None = None, create: bool = True) -> Engine:
+    """Connect to the store at ``url`` (a SQLAlchemy URL or a plain file path).
+
+    Read-only first: an existing SQLite file is inspected through a read-only connection, and a
+    file that is not an SQLite database, or one whose tables are not this project's, raises
+    :class:`StoreError` with its bytes unchanged. ``create=False`` (commands that only read:
+    ``results``, ``export``, ``compare``) never creates a file. A new file's folder must exist
+    (only the default store's ``results/`` folder is created), so a typo never scatters folders."""
     url = url or default_url()
     if "://" not in url:
         url = f"sqlite:///{Path(url).expanduser().resolve()}"
@@ -140,7 +164,26 @@ def open_store(url: str | None = None) -> Engine:
         path = Path(url[len("sqlite:///") :])
         if path.is_dir():
             raise StoreError(f"--db {path} is a directory; give a file path such as {path / 'bench.sqlite'}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            tables = _sqlite_tables(path) if path.stat().st_size else set()
+            if tables is None:
+                raise StoreError(f"{path} is not an SQLite database, so it is not a bench store; it was left "
+                                 "untouched. Pass another --db.")
+            ours = {name: set(table.columns.keys()) for name, table in Base.metadata.tables.items()}
+            foreign = set(tables) - BENCH_TABLES - {"sqlite_sequence"}
+            mismatched = [name for name in set(tables) & BENCH_TABLES
+                          if not (ours[name] - {column for _, column, _ in _LATER_COLUMNS}) <= tables[name]]
+            if foreign or mismatched or (tables and "runs" not in tables):
+                raise StoreError(f"{path} is another program's SQLite database (tables: {', '.join(sorted(tables))}); "
+                                 "it was left untouched. Pass a new file or an existing bench store as --db.")
+        elif not create:
+            raise StoreError(f"no bench store at {path}; nothing was created. Pass the --db a run was stored in "
+                             "(default results/bench.sqlite, or $BENCH_DB).")
+        elif not path.parent.is_dir():
+            if url == f"sqlite:///{PROJECT_ROOT / 'results' / 'bench.sqlite'}":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                raise StoreError(f"the folder {path.parent} does not exist; create it first (--db {path})")
     try:
         engine = create_engine(url)
     except Exception as err:  # bad URL syntax or missing driver
@@ -159,7 +202,10 @@ def open_store(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
             if file_backed:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                except Exception:  # noqa: BLE001 - a read-only file keeps its journal mode; reads still work
+                    pass
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -167,15 +213,33 @@ def open_store(url: str | None = None) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     try:
-        Base.metadata.create_all(engine)
-        _add_missing_columns(engine)
+        if create:
+            Base.metadata.create_all(engine)
+            _add_missing_columns(engine)
+        else:
+            with engine.connect() as connection:  # reachable, and a bench store
+                from sqlalchemy import inspect
+
+                if "runs" not in inspect(connection).get_table_names():
+                    raise StoreError(f"{url} holds no bench runs (no 'runs' table); nothing was changed")
     except (DatabaseError, OperationalError) as err:
         engine.dispose()
-        raise StoreError(
-            f"{url} cannot be used as a result store: {err.orig}. If it is a file, it is not a "
-            "bench database (it was left untouched); pass another --db."
-        ) from None
+        raise StoreError(_store_error(url, err)) from None
     return engine
+
+
+def _store_error(url: str, err: Exception) -> str:
+    """A message for a store that cannot be opened, by cause (not "not a bench database" when the
+    server refused or the file is read-only)."""
+    reason = str(getattr(err, "orig", err))
+    lowered = reason.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return f"{url} is read-only here ({reason}); make it writable or pass another --db"
+    if "unable to open" in lowered:
+        return f"{url} cannot be opened ({reason}); check that its folder exists and is writable"
+    if "connection" in lowered or "refused" in lowered or "could not connect" in lowered:
+        return f"cannot reach the database server of {url} ({reason}); is it running and the URL right?"
+    return f"{url} cannot be used as a result store: {reason}"
 
 
 # columns added to existing tables after their first release: (table, column, SQL type)
@@ -204,7 +268,9 @@ def write_with_retry(engine: Engine, work: Any, attempts: int = 5) -> Any:
             with Session(engine) as session, session.begin():
                 return work(session)
         except OperationalError as err:
-            if "locked" not in str(err.orig).lower() or attempt == attempts - 1:
+            if "locked" not in str(err.orig).lower():
+                raise StoreError(_store_error(str(engine.url), err)) from None
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * 2**attempt)
     return None
@@ -212,10 +278,15 @@ def write_with_retry(engine: Engine, work: Any, attempts: int = 5) -> Any:
 
 def get_run(session: Session, run_id: str) -> Run:
     """The run with id ``run_id`` (a unique prefix is accepted)."""
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{1,32}", run_id or ""):
+        raise StoreError(f"{run_id!r} is not a run id: ids are hexadecimal (e.g. 3f2a9c01b7de; a unique prefix "
+                         "works); `bench results --all` lists them")
     run = session.get(Run, run_id)
     if run is not None:
         return run
-    matches = list(session.scalars(select(Run).where(Run.id.startswith(run_id))))
+    matches = list(session.scalars(select(Run).where(Run.id.startswith(run_id, autoescape=True))))
     if len(matches) == 1:
         return matches[0]
     if not matches:

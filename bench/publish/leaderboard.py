@@ -20,6 +20,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.core.defense import DEFENSES
 from bench.core.errors import BenchError
-from bench.core.metrics import resubmission_estimates
 from bench.core.provenance import PROJECT_ROOT
-from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED, mean_intervals, resample_counts
+from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED
 from bench.publish.records import Record, attack_label, threat_label, validate_paths
 from bench.publish.svg import Series, bar_chart, line_chart
 from bench.publish.tracks import RankedEntry, Track, build_tracks
@@ -172,7 +172,7 @@ def _entry_plots(records: list[RecordRow]) -> list[str]:
 
 
 def _resubmission_chart(records: list[RecordRow], where: str) -> str:
-    """Rob(M) (accuracy under M independent resubmissions, 95% bootstrap CI) per White-box
+    """Rob(M) (accuracy under M independent resubmissions, 95% Wilson interval) per White-box
     attack: the record's stored curve, or derived from its per-sample outcomes for older records."""
     series = []
     for r in records:
@@ -186,18 +186,11 @@ def _resubmission_chart(records: list[RecordRow], where: str) -> str:
 
 
 def _derived_rob_m(record: Any) -> list[dict[str, float]]:
-    """Rob(M) of a record that predates stored curves, from its per-sample outcomes: percentile
-    intervals over the track statistics' shared image resamples (one matrix product; a scipy
-    bootstrap per record made a 10,000-record build take minutes)."""
-    estimates = resubmission_estimates(record.samples.adv_correct, record.eval_draws)  # (n, K)
-    counts = _counts(estimates.shape[0])
-    return [{"m": m + 1, "acc": acc, "ci_low": low, "ci_high": high}
-            for m, (acc, low, high) in enumerate(mean_intervals(estimates.T, counts))]
+    """Rob(M) of a record that predates stored curves, from its per-sample outcomes (the same
+    derivation and Wilson intervals as :mod:`bench.publish.derive`)."""
+    from bench.publish.derive import derive
 
-
-@functools.lru_cache(maxsize=16)
-def _counts(n: int) -> Any:
-    return resample_counts(n, RANK_RESAMPLES, RANK_SEED)
+    return derive(record.outcomes())["rob_m"]
 
 
 def _sweep_index(rows: list[RecordRow]) -> dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]:
@@ -310,10 +303,83 @@ def _built_at(records: list[Record]) -> str:
     return (stamps[-1].replace("T", " ") + " (newest record)") if stamps else "no records"
 
 
-def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Badge:
+    """Whether a ranked entry's records were re-run by CI (``bench verify --report``)."""
+
+    kind: str  # "verified" | "disagrees" | "unverified"
+    text: str
+    detail: str
+
+
+def load_verifications(reports: list[Path]) -> dict[str, dict[str, Any]]:
+    """``{record file SHA-256: what verify found}`` from ``bench verify --report`` files. Keyed by
+    the file's content, so a record edited after it was verified has no badge."""
+    found: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            for item in data["records"]:
+                found[str(item["sha256"])] = {**item, "verifier": data.get("verifier", {})}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BenchError(f"--verification {report}: not a `bench verify --report` file ({err})") from None
+    return found
+
+
+def _badge(entry: RankedEntry, verified: dict[str, dict[str, Any]], digests: dict[str, str]) -> Badge:
+    found = [verified.get(digests.get(r.path, "")) for r in entry.records.values()]
+    if not found or any(f is None for f in found):
+        return Badge("unverified", "not independently re-run",
+                     "no CI re-run of these exact record files (bench verify --report)")
+    identical, checked = sum(f["identical"] for f in found), sum(f["checked"] for f in found)
+    kind = "verified" if identical == checked else "disagrees"
+    commits = sorted({f["verifier"].get("git_commit") or "?" for f in found})
+    return Badge(kind, f"re-run by CI: {identical}/{checked} identical",
+                 f"samples re-run from the records' configs and seeds at commit {', '.join(c[:10] for c in commits)}")
+
+
+SITE_MARKER = ".bench-site"
+
+
+def _ours_or_empty(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and (not any(folder.iterdir()) or (folder / SITE_MARKER).is_file()))
+
+
+def _output_folders(out: Path, records_dir: Path) -> tuple[Path, Path]:
+    """(out, staging) after the output-folder rule: the build writes only into a folder that does
+    not exist, is empty, or carries the marker file of an earlier build, and never into or around
+    the records, the working directory or the project. Anything else is refused, naming the folder,
+    with nothing changed."""
+    out, records = out.expanduser().resolve(), records_dir.expanduser().resolve()
+    protected = {Path.cwd().resolve(), PROJECT_ROOT.resolve(), Path.home().resolve(), Path(out.anchor)}
+    if out in protected or out == records or out in records.parents or records in out.parents:
+        raise BenchError(f"--out {out} would hold or replace the records, the working directory or the project; "
+                         "choose a folder of its own, e.g. leaderboard/site")
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file; choose a folder (nothing was changed)")
+    if not _ours_or_empty(out):
+        raise BenchError(f"--out {out} holds files that `bench leaderboard build` did not write (no {SITE_MARKER} "
+                         "marker); nothing was changed. Choose another folder, or empty it yourself.")
+    staging = out.with_name(out.name + ".building")
+    previous = out.with_name(out.name + ".previous")
+    for scratch in (staging, previous):
+        if scratch.exists():
+            if not _ours_or_empty(scratch):
+                raise BenchError(f"{scratch} exists and was not made by `bench leaderboard build`; move it away")
+            shutil.rmtree(scratch)
+    staging.mkdir(parents=True)
+    (staging / SITE_MARKER).write_text("made by `bench leaderboard build`; it replaces this folder on the next build\n",
+                                       encoding="utf-8")
+    return out, staging
+
+
+def build_site(records_dir: Path, out: Path, verification: list[Path] | None = None) -> dict[str, Any]:
     """Validate and ingest every record under ``records_dir`` (the literature track's records
     under ``records_dir / literature`` by their own schema) and render the site into ``out``.
-    Raises :class:`BenchError` listing every invalid record (nothing is rendered then)."""
+    ``verification``: ``bench verify --report`` files whose re-runs earn the ranked rows a
+    "re-run by CI" badge. Raises :class:`BenchError` listing every invalid record (nothing is
+    rendered then)."""
+    import hashlib
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     from bench.publish.literature import LITERATURE_DIR, literature_tables, validate_literature
@@ -326,9 +392,7 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
         raise BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
     paths = [file.relative_to(records_dir) for file, _ in pairs]
     records = [record for _, record in pairs]
-    staging = out.with_name(out.name + ".building")
-    if staging.exists():
-        shutil.rmtree(staging)
+    out, staging = _output_folders(out, records_dir)
     (staging / "entries").mkdir(parents=True)
     (staging / "tables").mkdir()
     database = staging / "leaderboard.sqlite"
@@ -346,6 +410,11 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
     env.filters["paper_url"] = paper_url
     built_at = _built_at(records)
+    verified = load_verifications(list(verification or []))
+    digests = {str(path): hashlib.sha256((record._text or "").encode("utf-8")).hexdigest()
+               for path, record in zip(paths, records)} if verified else {}
+    env.globals["verification"] = lambda entry: _badge(entry, verified, digests)
+    env.globals["slug"] = slugify
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
@@ -364,7 +433,11 @@ def build_site(records_dir: Path, out: Path) -> dict[str, Any]:
     (staging / "records").mkdir(exist_ok=True)
     (staging / "records" / "index.json").write_text(json.dumps([str(p) for p in paths], indent=1), encoding="utf-8")
     if out.exists():
-        shutil.rmtree(out)
-    staging.replace(out)
+        previous = out.with_name(out.name + ".previous")
+        out.replace(previous)
+        staging.replace(out)
+        shutil.rmtree(previous)
+    else:
+        staging.replace(out)
     return {"records": len(rows), "entries": entries, "tables": len(tracks), "literature": len(literature),
             "seconds": time.perf_counter() - started, "out": str(out)}

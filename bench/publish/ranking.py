@@ -1,11 +1,12 @@
-"""Ranking entries that were evaluated on the same images: coverage, per-sample worst case over
-attacks, and rank intervals from a paired bootstrap over images.
+"""Ranking entries that were evaluated on the same images: coverage, rank intervals from a paired
+bootstrap over images, and Holm-adjusted paired tests. (The per-image values ranked are the
+per-sample worst case of :mod:`bench.publish.worstcase`.)
 
 - **Coverage**: an entry is ranked only when every ranking attack of the track has a record for
   it on the same image indices (:func:`coverage`); otherwise it is listed with what is missing.
-- **Per-sample worst case** (AutoAttack's ensemble rule, per sample and per attack): an image's
-  robust accuracy is the lowest expected accuracy any ranking attack leaves it
-  (:func:`worst_case`); the entry's robust accuracy is the mean over images.
+- **Significance** (:func:`significant_pairs`): a paired t-test per pair of entries, Holm-adjusted
+  over all pairs of the track, so the whole list has a family-wise error of at most 5%. Rank
+  intervals are marginal: two entries whose rank intervals overlap may still differ significantly.
 - **Rank intervals** (as Chatbot Arena shows rank bounds): resample the images with replacement
   (the same resample for every entry — they are paired by image), rank the entries' means in each
   resample, and report the 2.5 / 97.5 percentiles of each entry's rank (:func:`rank_intervals`).
@@ -56,30 +57,6 @@ def coverage(indices_by_attack: Mapping[str, Sequence[int]], ranking_attacks: Se
     return Coverage(missing, mismatched)
 
 
-def worst_case(per_attack: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """Per image, the lowest expected accuracy over the attacks: (n,) from {attack: (n,) values}
-    (all on the same images, in the same order)."""
-    values = np.asarray([list(v) for v in per_attack.values()], dtype=float)
-    if values.ndim != 2 or values.shape[0] == 0:
-        raise ValueError("worst_case needs at least one attack with per-image values")
-    return values.min(axis=0)
-
-
-def bootstrap_mean_interval(values: Sequence[float], resamples: int = RANK_RESAMPLES * 5,
-                            seed: int = RANK_SEED) -> tuple[float, float, float]:
-    """Mean of per-image values with a 95% percentile bootstrap interval over images (scipy)."""
-    from scipy.stats import bootstrap
-
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if np.all(x == x[0]):
-        return mean, mean, mean
-    result = bootstrap((x,), np.mean, vectorized=True, n_resamples=resamples, confidence_level=0.95,
-                       method="percentile", rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return mean, min(float(low), mean), max(float(high), mean)
-
-
 def resample_counts(n: int, resamples: int = RANK_RESAMPLES, seed: int = RANK_SEED) -> np.ndarray:
     """(resamples, n): how often each of ``n`` images occurs in each bootstrap resample.
 
@@ -95,18 +72,6 @@ def resample_counts(n: int, resamples: int = RANK_RESAMPLES, seed: int = RANK_SE
 def resampled_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(rows, resamples) bootstrap means of (rows, n) per-image values, paired by image."""
     return np.asarray(values, dtype=float) @ counts.T / counts.shape[1]
-
-
-def mean_intervals(values: np.ndarray, counts: np.ndarray) -> list[tuple[float, float, float]]:
-    """Per row of (rows, n) per-image values: (mean, low, high), the 95% percentile bootstrap
-    interval over the shared resamples ``counts`` (constant rows get a zero-width interval)."""
-    values = np.asarray(values, dtype=float)
-    if values.shape[0] == 0:
-        return []
-    means = values.mean(axis=1)
-    low, high = np.percentile(resampled_means(values, counts), [2.5, 97.5], axis=1)
-    return [(float(m), min(float(lo), float(m)), max(float(hi), float(m)))
-            for m, lo, hi in zip(means, low, high)]
 
 
 def _values(per_entry: Mapping[str, Sequence[float]]) -> tuple[list[str], np.ndarray]:
@@ -146,45 +111,75 @@ def rank_intervals(per_entry: Mapping[str, Sequence[float]], resamples: int = RA
     return {n: (int(point[i]), int(min(low[i], point[i])), int(max(high[i], point[i]))) for i, n in enumerate(names)}
 
 
-def significant_pairs(per_entry: Mapping[str, Sequence[float]], resamples: int = RANK_RESAMPLES,
-                      seed: int = RANK_SEED) -> dict[str, tuple[list[str], list[str]]]:
-    """``{entry: (above, below)}``: the entries whose paired difference to it has a 95% percentile
-    bootstrap interval (the same image resamples as :func:`rank_intervals`) entirely above / below 0.
+SIGNIFICANCE_LEVEL = 0.05
 
-    One entry at a time (entries x resamples memory, not entries² x resamples), deciding each
-    pair by counting instead of sorting (:func:`_percentile_signs`)."""
+
+@dataclass(frozen=True)
+class PairTests:
+    """Paired comparisons of every pair of entries on the same images, Holm-adjusted.
+
+    ``relations[entry] = (above, below)``: entries significantly better / worse than ``entry``;
+    ``pairs`` the number of pairs tested (the family), ``raw_significant`` how many would be flagged
+    at ``level`` without adjustment."""
+
+    relations: dict[str, tuple[list[str], list[str]]]
+    pairs: int
+    raw_significant: int
+    level: float = SIGNIFICANCE_LEVEL
+
+
+def paired_p_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided paired t-test p-values for every pair of rows of (entries, n) per-image values:
+    ((entries, entries) p-values, (entries, entries) mean differences row − column).
+
+    All pairs at once from the entries' covariance over images (var(d) = var_i + var_j − 2 cov_ij),
+    written by hand because ``scipy.stats.ttest_rel`` takes one pair per call and a 10,000-record
+    board has ~10⁵ pairs; scipy supplies the t distribution. A pair whose per-image differences are
+    all equal has p = 1 when they are 0 and p = 0 otherwise."""
+    from scipy.stats import t as student_t
+
+    entries, n = values.shape
+    means = values.mean(axis=1)
+    centered = values - means[:, None]
+    cov = centered @ centered.T / max(n - 1, 1)
+    var_d = np.clip(np.diag(cov)[:, None] + np.diag(cov)[None, :] - 2 * cov, 0, None)
+    diff = means[:, None] - means[None, :]
+    se = np.sqrt(var_d / max(n, 1))
+    degenerate = se <= 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_stat = np.where(degenerate, 0.0, diff / np.where(degenerate, 1.0, se))
+    p = 2 * student_t.sf(np.abs(t_stat), df=max(n - 1, 1))
+    p = np.where(degenerate, np.where(np.abs(diff) > 1e-12, 0.0, 1.0), p)
+    return p, diff
+
+
+def holm_reject(p_values: np.ndarray, level: float = SIGNIFICANCE_LEVEL) -> np.ndarray:
+    """Holm's step-down procedure (family-wise error ≤ ``level``): which of ``p_values`` (1-D) are
+    rejected. Sorted ascending, p_(k) is rejected while p_(j) ≤ level / (m − j) for every j ≤ k."""
+    m = p_values.size
+    order = np.argsort(p_values, kind="stable")
+    passes = p_values[order] <= level / (m - np.arange(m))
+    first_fail = int(np.argmin(passes)) if not passes.all() else m
+    rejected = np.zeros(m, dtype=bool)
+    rejected[order[:first_fail]] = True
+    return rejected
+
+
+def significant_pairs(per_entry: Mapping[str, Sequence[float]], level: float = SIGNIFICANCE_LEVEL) -> PairTests:
+    """Which entries differ significantly: a paired t-test per pair on the per-image values
+    (the same images), Holm-adjusted over all pairs of the track."""
     names, values = _values(per_entry)
-    boot = resampled_means(values, resample_counts(values.shape[1], resamples, seed))  # (entries, resamples)
-    result: dict[str, tuple[list[str], list[str]]] = {}
-    for j, name in enumerate(names):
-        low_positive, high_negative = _percentile_signs(boot, boot[j])  # entry i − entry j
-        above = [names[i] for i in np.flatnonzero(low_positive) if i != j]
-        below = [names[i] for i in np.flatnonzero(high_negative) if i != j]
-        result[name] = (above, below)
-    return result
-
-
-def _percentile_signs(boot: np.ndarray, reference: np.ndarray, q: tuple[float, float] = (2.5, 97.5)) -> tuple[np.ndarray, np.ndarray]:
-    """Per row i of (rows, B) ``boot``: whether ``np.percentile(boot[i] - reference, q[0]) > 0`` and
-    whether ``np.percentile(boot[i] - reference, q[1]) < 0``, exactly as numpy decides them.
-
-    numpy's (linear) percentile lies between the order statistics ``floor(h)`` and ``ceil(h)``,
-    h = q/100 · (B − 1), so the count of non-positive (negative) differences settles the sign
-    unless it falls between the two; only those rows are sorted. Counting is an order of
-    magnitude faster than the partial sort ``np.percentile`` does for every pair, which made a
-    10,000-record site build spend most of its time here."""
-    n = boot.shape[1]
-    low_h, high_h = (qq / 100 * (n - 1) for qq in q)
-    non_positive = np.count_nonzero(boot <= reference, axis=1)  # boot_i − ref ≤ 0 exactly when boot_i ≤ ref
-    negative = np.count_nonzero(boot < reference, axis=1)
-    # low > 0 iff order statistic floor(h) > 0 (count ≤ floor) ... unless between floor and ceil
-    low_positive = non_positive <= np.floor(low_h)
-    unsure_low = (non_positive > np.floor(low_h)) & (non_positive <= np.ceil(low_h))
-    # high < 0 iff order statistic ceil(h) < 0 (count ≥ ceil + 1) ... unless between floor and ceil
-    high_negative = negative >= np.ceil(high_h) + 1
-    unsure_high = (negative > np.floor(high_h)) & (negative <= np.ceil(high_h))
-    for rows, q_value, out, test in ((np.flatnonzero(unsure_low), q[0], low_positive, np.greater),
-                                     (np.flatnonzero(unsure_high), q[1], high_negative, np.less)):
-        if rows.size:
-            out[rows] = test(np.percentile(boot[rows] - reference, q_value, axis=1), 0)
-    return low_positive, high_negative
+    p, diff = paired_p_values(values)
+    upper = np.triu_indices(len(names), k=1)
+    rejected = holm_reject(p[upper], level)
+    relations: dict[str, tuple[list[str], list[str]]] = {name: ([], []) for name in names}
+    for i, j, flagged in zip(*upper, rejected):
+        if not flagged:
+            continue
+        better, worse = (i, j) if diff[i, j] > 0 else (j, i)
+        relations[names[worse]][0].append(names[better])
+        relations[names[better]][1].append(names[worse])
+    for above, below in relations.values():
+        above.sort(key=names.index)
+        below.sort(key=names.index)
+    return PairTests(relations, int(upper[0].size), int((p[upper] <= level).sum()), level)

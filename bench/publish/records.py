@@ -1,9 +1,11 @@
 """Result records: one JSON file per run under ``results/``, the leaderboard's source of truth.
 
-``bench export RUN`` writes ``results/<dataset>/<threat model>/<entry>__<attack>__<setting>.json``;
-``bench validate PATH...`` checks records against :class:`Record` (pydantic) plus rules a schema
-cannot express: known defense/attack names, CIs that contain their accuracy, and accuracies that
-follow from the per-sample outcomes stored in the same record.
+``bench export RUN`` writes ``results/<dataset>/<threat model>/[<protocol>/]<entry>__<attack>__<setting>.json``
+(never over another run's record without ``--replace``); ``bench validate PATH...`` checks records
+against :class:`Record` (pydantic) plus rules a schema cannot express: known defense/attack names,
+sample indices inside the split, labels equal to the dataset's, and every summary (accuracies,
+intervals, Rob(M), the attack's verdict, its cost) equal to what the per-draw outcomes stored in the
+same record give (:mod:`bench.publish.derive`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bench.core.defense import DEFENSES
 from bench.core.errors import BenchError
 from bench.core.metrics import resubmission_curve, resubmission_estimates
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-draw predicted classes (clean, adversarial, selection), per-sample verdicts and costs
 Unit = Field(ge=0.0, le=1.0)
 
 
@@ -99,17 +101,27 @@ class RobPoint(Interval):
 
 
 class Samples(BaseModel):
-    """Per-sample outcomes: how many of the ``eval_draws`` draws were correct."""
+    """Per-sample outcomes. ``clean_correct`` / ``adv_correct``: how many of the ``eval_draws``
+    draws were correct. Schema 2 adds, per sample, every draw's predicted class: ``clean_preds``
+    and ``adv_preds`` (the evaluation draws) and ``select_preds`` (the attacker's selection draws
+    of the adversarial input, which choose the per-image worst case on the leaderboard), plus the
+    attack's own verdict (``reported``) and its cost (``gradient_draws`` / ``forward_draws``)."""
 
     model_config = ConfigDict(extra="forbid")
     label: list[int]
     clean_correct: list[int]
     adv_correct: list[int]
+    clean_preds: list[list[int]] | None = None
+    adv_preds: list[list[int]] | None = None
+    select_preds: list[list[int]] | None = None
+    reported: list[float] | None = None
+    gradient_draws: list[int] | None = None
+    forward_draws: list[int] | None = None
 
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     run_id: str = Field(min_length=1, max_length=64)
     entry: str = Field(min_length=1, max_length=200)
     defense: DefenseInfo
@@ -134,33 +146,76 @@ class Record(BaseModel):
     finished_at: str | None
     samples: Samples
     _text: str = PrivateAttr(default="")  # the file as read, stored verbatim by the site build
+    _labels_checked: bool = PrivateAttr(default=False)  # labels compared with the dataset (validate_record)
 
     @model_validator(mode="after")
     def _consistent(self) -> Record:
+        """Shapes, then every summary against what the per-sample outcomes give (each field that
+        disagrees is named): a record cannot state a number its own outcomes do not support."""
+        from bench.publish.derive import derive, disagreements
+
         n, k = self.dataset.n_samples, self.eval_draws
         if len(self.dataset.sample_indices) != n:
             raise ValueError(f"dataset.sample_indices has {len(self.dataset.sample_indices)} entries, n_samples is {n}")
         samples = self.samples
         for name, values in (("label", samples.label), ("clean_correct", samples.clean_correct),
-                             ("adv_correct", samples.adv_correct)):
-            if len(values) != n:
+                             ("adv_correct", samples.adv_correct), ("reported", samples.reported),
+                             ("gradient_draws", samples.gradient_draws), ("forward_draws", samples.forward_draws)):
+            if values is not None and len(values) != n:
                 raise ValueError(f"samples.{name} has {len(values)} entries, n_samples is {n}")
-            if name != "label" and values and (min(values) < 0 or max(values) > k):
+            if name.endswith("_correct") and values and (min(values) < 0 or max(values) > k):
                 raise ValueError(f"samples.{name} has counts outside 0..eval_draws={k}")
-        for part, counts in (("clean", samples.clean_correct), ("robust", samples.adv_correct)):
-            stated = getattr(self, part).expected.acc
-            derived = sum(counts) / (n * k)
-            if abs(stated - derived) > 1e-6:
-                raise ValueError(f"{part}.expected.acc {stated} does not follow from the per-sample outcomes ({derived:.6f})")
-        if self.rob_m is not None:
-            derived_curve = resubmission_estimates(samples.adv_correct, k).mean(axis=0)
-            if [p.m for p in self.rob_m] != list(range(1, k + 1)):
-                raise ValueError(f"rob_m must list M = 1..eval_draws={k} in order")
-            for point in self.rob_m:
-                if abs(point.acc - float(derived_curve[point.m - 1])) > 1e-6:
-                    raise ValueError(f"rob_m M={point.m}: acc {point.acc} does not follow from the per-sample "
-                                     f"outcomes ({derived_curve[point.m - 1]:.6f})")
+        per_draw = {name: getattr(samples, name) for name in ("clean_preds", "adv_preds", "select_preds")}
+        if self.schema_version >= 2:
+            absent = [name for name, value in per_draw.items() if value is None]
+            if absent:
+                raise ValueError(f"schema 2 records carry per-draw outcomes; samples.{', samples.'.join(absent)} missing")
+            for name, rows in per_draw.items():
+                if len(rows) != n or any(len(row) != k for row in rows):
+                    raise ValueError(f"samples.{name} must be {n} rows of eval_draws={k} predicted classes")
+        elif any(value is not None for value in per_draw.values()):
+            raise ValueError("per-draw outcomes need schema_version 2")
+        _check_times(self.created_at, self.finished_at)
+        derived = derive(self.outcomes(), stated_majority={"clean": self.clean.majority.acc,
+                                                           "robust": self.robust.majority.acc})
+        stated = self.model_dump(include={"samples", "clean", "robust", "rob_m", "attack_reported", "cost"})
+        if self.rob_m is None and self.schema_version == 1:
+            derived.pop("rob_m")  # the oldest records predate stored curves
+        problems = disagreements(stated, derived)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def outcomes(self) -> Any:
+        """The per-sample outcomes as :class:`bench.publish.derive.Outcomes`."""
+        import numpy as np
+
+        from bench.publish.derive import Outcomes
+
+        s = self.samples
+        if s.adv_preds is not None and s.clean_preds is not None:
+            return Outcomes.from_predictions(s.label, s.clean_preds, s.adv_preds, s.select_preds, s.reported,
+                                             s.gradient_draws, s.forward_draws)
+        return Outcomes(np.asarray(s.label), np.asarray(s.clean_correct), np.asarray(s.adv_correct), self.eval_draws,
+                        reported=None if s.reported is None else np.asarray(s.reported))
+
+
+def _check_times(created_at: str, finished_at: str | None) -> None:
+    """ISO timestamps, finished after created, and not in the future (the site's "Built" date is
+    the newest record's)."""
+    from datetime import datetime, timedelta
+
+    try:
+        created = datetime.fromisoformat(created_at)
+        finished = datetime.fromisoformat(finished_at) if finished_at else None
+    except ValueError as err:
+        raise ValueError(f"created_at / finished_at must be ISO timestamps ({err})") from None
+    latest = datetime.utcnow() + timedelta(days=1)
+    for name, stamp in (("created_at", created), ("finished_at", finished)):
+        if stamp is not None and stamp.replace(tzinfo=None) > latest:
+            raise ValueError(f"{name} {stamp.isoformat()} is in the future")
+    if finished is not None and finished.replace(tzinfo=None) < created.replace(tzinfo=None):
+        raise ValueError(f"finished_at {finished_at} is before created_at {created_at}")
 
 
 class RecordError(BenchError):
@@ -178,9 +233,25 @@ def validate_record(data: Any, path: Path | str = "<record>", known_defenses: se
     try:
         record = Record.model_validate_json(data) if isinstance(data, (str, bytes)) else Record.model_validate(data)
     except ValidationError as err:
-        problems = [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in err.errors()]
+        problems = [f"{path}: {_location(e['loc'])}: {message}" for e in err.errors()
+                    for message in e["msg"].removeprefix("Value error, ").split("; ")]
         raise RecordError("\n".join(problems)) from None
-    problems = []
+    from bench.zoo.labels import index_problems, label_problems
+
+    problems = [f"{path}: {p}" for p in index_problems(record.dataset.name, record.dataset.sample_indices)]
+    if known_defenses is None or record.defense.name in known_defenses:
+        try:
+            expected_entry = _entry_of(record.defense.name, json.dumps(record.defense.config, sort_keys=True),
+                                       record.classifier, record.dataset.name, record.protocol)
+        except BenchError as err:
+            problems.append(f"{path}: protocol: {err}")
+        else:
+            if record.entry != expected_entry:
+                problems.append(f"{path}: entry: {record.entry!r} is not the entry its defense, options and "
+                                f"classifier name ({expected_entry!r})")
+    wrong_labels, record._labels_checked = label_problems(record.dataset.name, record.dataset.sample_indices,
+                                                          record.samples.label)
+    problems += [f"{path}: {p}" for p in wrong_labels]
     if known_defenses is not None and record.defense.name not in known_defenses:
         problems.append(f"{path}: defense.name: unknown defense {record.defense.name!r} "
                         f"(valid: {', '.join(sorted(known_defenses))})")
@@ -281,6 +352,12 @@ def attack_label(name: str, config: dict[str, Any], protocol: str | None = None)
     return f"{name}[{','.join(extra)}]" if extra else name
 
 
+@functools.lru_cache(maxsize=4096)
+def _entry_of(defense: str, config_json: str, classifier: str, dataset: str, protocol: str | None) -> str:
+    """:func:`entry_key` for validation (cached: a board holds many records of each entry)."""
+    return entry_key(defense, json.loads(config_json), classifier, dataset, protocol)
+
+
 def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: str, protocol: str | None = None) -> str:
     """The leaderboard row a record belongs to: defense + options that differ from its defaults
     under ``protocol`` (the plug-in's defaults with the protocol's budgets over them; e.g. the toy
@@ -302,26 +379,40 @@ def entry_key(defense: str, config: dict[str, Any], classifier: str, dataset: st
 
 
 def record_from_run(run: Any) -> dict[str, Any]:
-    """The record (a JSON-ready dict) of a complete stored run."""
+    """The record (a JSON-ready dict) of a complete stored run: its per-draw outcomes and every
+    summary derived from them (:func:`bench.publish.derive.derive`)."""
+    from bench.publish.derive import Outcomes, derive
+
     if run.status != "complete" or not run.metrics:
         raise RecordError(f"run {run.id} is {run.status}, not complete; finish it with `bench resume {run.id}`")
-    defense_cls, attack_cls = DEFENSES.get(run.defense), ATTACKS.get(run.attack)
     rows = sorted(run.samples, key=lambda r: r.position)
-    metrics = run.metrics
+    missing = [r.sample_index for r in rows if r.select_preds is None]
+    if missing:
+        raise RecordError(f"run {run.id} predates selection draws (samples {missing[:5]} have none), so its record "
+                          "could not be checked or ranked; re-run it (`bench grid` with the same options)")
+    defense_cls, attack_cls = DEFENSES.get(run.defense), ATTACKS.get(run.attack)
+    infos = [r.attack_info or {} for r in rows]
 
-    def interval(m: dict[str, float]) -> dict[str, float]:
-        return {"acc": m["acc"], "ci_low": m["ci_low"], "ci_high": m["ci_high"]}
+    def per_sample(key: str) -> list[Any] | None:
+        return [info[key] for info in infos] if rows and all(key in info for info in infos) else None
 
-    def accuracies(part: str) -> dict[str, Any]:
-        return {key: interval(metrics[part][key]) for key in ("expected", "worst", "majority")}
-
-    adv_correct = [sum(int(p == r.label) for p in r.adv_preds) for r in rows]
-
+    samples = {
+        "label": [r.label for r in rows],
+        "clean_preds": [list(r.clean_preds) for r in rows],
+        "adv_preds": [list(r.adv_preds) for r in rows],
+        "select_preds": [list(r.select_preds) for r in rows],
+        "reported": per_sample("reported_correct"),
+        "gradient_draws": per_sample("gradient_draws"),
+        "forward_draws": per_sample("forward_draws"),
+    }
+    derived = derive(Outcomes.from_predictions(samples["label"], samples["clean_preds"], samples["adv_preds"],
+                                               samples["select_preds"], samples["reported"],
+                                               samples["gradient_draws"], samples["forward_draws"]))
+    protocol = (run.runtime or {}).get("protocol")
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
-        "entry": entry_key(run.defense, run.defense_config, run.classifier, run.dataset,
-                           (run.runtime or {}).get("protocol")),
+        "entry": entry_key(run.defense, run.defense_config, run.classifier, run.dataset, protocol),
         "defense": {"name": run.defense, "config": run.defense_config, "nfe": run.nfe, "paper": defense_cls.paper,
                     "diffusion_model": defense_cls.model_files.get(run.dataset, ""), "addt": defense_cls.addt},
         "attack": {"name": run.attack, "config": run.attack_config, "unreliable": attack_cls.unreliable},
@@ -330,30 +421,27 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "dataset": {"name": run.dataset, "n_samples": run.n_samples, "sample_indices": list(run.sample_indices)},
         "threat_model": {"norm": run.norm, "eps": run.eps},
         "eval_draws": run.eval_draws,
-        "clean": accuracies("clean"),
-        "robust": accuracies("robust"),
-        "attack_reported": interval(metrics["attack_reported"]) if "attack_reported" in metrics else None,
-        "rob_m": resubmission_curve(adv_correct, run.eval_draws),
+        "clean": derived["clean"],
+        "robust": derived["robust"],
+        "attack_reported": derived.get("attack_reported"),
+        "rob_m": derived["rob_m"],
         "cost": {"wall_seconds": run.wall_seconds, "attack_seconds": run.attack_seconds or 0.0, "device": run.device,
-                 **{f"{key}_per_sample": value for key, value in metrics.get("cost_per_sample", {}).items()}},
+                 **derived.get("cost", {})},
         "seed": run.seed,
-        "protocol": (run.runtime or {}).get("protocol"),
+        "protocol": protocol,
         "git_commit": run.git_commit,
         "package_versions": run.package_versions,
         "created_at": run.created_at.isoformat(timespec="seconds"),
         "finished_at": run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
-        "samples": {
-            "label": [r.label for r in rows],
-            "clean_correct": [sum(int(p == r.label) for p in r.clean_preds) for r in rows],
-            "adv_correct": adv_correct,
-        },
+        "samples": {**{k: v for k, v in samples.items() if v is not None}, **derived["samples"]},
     }
-    record["_attack_label"] = attack_label(run.attack, run.attack_config, (run.runtime or {}).get("protocol"))
+    record["_attack_label"] = attack_label(run.attack, run.attack_config, protocol)
     return record
 
 
 def dumps_record(value: Any, indent: int = 0) -> str:
-    """JSON with one key per line but lists of numbers on one line (reviewable diffs, small files)."""
+    """JSON with one key per line but lists of numbers on one line (reviewable diffs, small files);
+    a list of number lists (per-draw outcomes) has one sample per line."""
     pad = " " * (indent + 1)
     if isinstance(value, dict):
         if not value:
@@ -366,20 +454,43 @@ def dumps_record(value: Any, indent: int = 0) -> str:
 
 
 def record_path(root: Path, record: dict[str, Any]) -> Path:
+    """``<root>/<dataset>/<threat>[/<protocol>]/<entry>__<attack>__<setting>[__seed<S>][__n<N>].json``:
+    the seed and sample count are in the name when they differ from the protocol's, so records of
+    other seeds or sizes never share a file with the track's."""
+    from bench.protocols import load_protocol
+
     threat = threat_label(record["threat_model"]["norm"], record["threat_model"]["eps"])
-    name = f"{_slug(record['entry'])}__{_slug(record.pop('_attack_label', record['attack']['name']))}__{_slug(record['setting'])}.json"
+    parts = [_slug(record["entry"]), _slug(record.pop("_attack_label", record["attack"]["name"])), _slug(record["setting"])]
+    protocol = record.get("protocol")
+    try:
+        spec = load_protocol(protocol) if protocol else None
+    except Exception:
+        spec = None
+    if record["seed"] != (spec.seed if spec is not None else 0):
+        parts.append(f"seed{record['seed']}")
+    n, indices = record["dataset"]["n_samples"], record["dataset"]["sample_indices"]
+    if spec is not None and spec.n_samples is not None and indices != list(range(spec.n_samples)):
+        parts.append(f"n{n}" if indices == list(range(n)) else f"n{n}-from{indices[0]}")
     folder = root / record["dataset"]["name"] / threat
     # records made under a protocol file live in its folder: results/toy/linf-0.25/toy/...; records of
     # the plug-ins' paper budgets (and older records, which name no protocol) stay directly in the threat folder
-    protocol = record.get("protocol")
-    return (folder / protocol if protocol and protocol != "paper" else folder) / name
+    return (folder / protocol if protocol and protocol != "paper" else folder) / ("__".join(parts) + ".json")
 
 
-def export_run(run: Any, root: Path) -> Path:
-    """Write the record of ``run`` under ``root`` atomically (validated first); returns its path."""
+def export_run(run: Any, root: Path, replace: bool = False) -> Path:
+    """Write the record of ``run`` under ``root`` atomically (validated first); returns its path.
+    A file there that holds *another* run's record is kept unless ``replace``; the error names it."""
     record = record_from_run(run)
     path = record_path(root, record)
     validate_record(record, path, *registry_names())
+    if path.exists() and not replace:
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            existing = "<unreadable>"
+        if existing != run.id:
+            raise RecordError(f"{path} holds the record of run {existing}, not {run.id}; it was not replaced. "
+                              f"Pass --replace to overwrite it, or export to another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps_record(record) + "\n", encoding="utf-8")

@@ -1,18 +1,22 @@
 """Leaderboard tracks: which records rank, by which rule, and with which uncertainty.
 
 A track is one dataset x threat model x protocol (``bench/protocols``; records without one are
-the ``paper`` protocol). Its **ranking attacks** come from the protocol. For each entry, per
-ranking attack, the White-box record with the lowest robust accuracy is taken; then
-(:mod:`bench.publish.ranking`):
+the ``paper`` protocol). Its **ranking attacks** come from the protocol. Only White-box records
+that were run exactly under the protocol rank (:mod:`bench.publish.conformance`); every other
+record of a ranking attack is listed as *off-protocol* with its differences. For each entry, per
+ranking attack, the on-protocol record with the lowest robust accuracy is taken; then:
 
 - an entry is **ranked** only when every ranking attack has such a record on the track's images
   (the protocol's indices 0..n−1, else the most common index set); otherwise it is listed as
   *incomplete* with what is missing;
 - its robust accuracy is the mean over images of the **per-sample worst case** over the ranking
-  attacks (each image's lowest expected accuracy), with a 95% bootstrap interval over images;
-  Rob(M) uses the same rule on the per-sample Rob(M) estimates;
+  attacks, chosen per image by the attacker's selection draws and scored by the evaluation draws
+  (:mod:`bench.publish.worstcase`: unbiased for the accuracy left when an attacker picks, per
+  image, the attack its own queries say is strongest); Rob(M) uses the same choice;
+- every accuracy carries the 95% Wilson interval over the images
+  (:func:`bench.core.metrics.mean_interval`);
 - ranked entries share their images, so they get **rank intervals** from a paired bootstrap and
-  pairwise paired differences (significantly above / below when the 95% interval excludes 0).
+  Holm-adjusted paired tests between every pair (:mod:`bench.publish.ranking`).
 """
 
 from __future__ import annotations
@@ -24,17 +28,11 @@ from typing import Any
 import numpy as np
 
 from bench.core.attack import ATTACKS
-from bench.core.metrics import resubmission_estimates
+from bench.core.metrics import mean_interval
 from bench.protocols import PAPER, Protocol, load_protocol
-from bench.publish.ranking import (
-    RANK_RESAMPLES,
-    RANK_SEED,
-    coverage,
-    mean_intervals,
-    rank_intervals,
-    resample_counts,
-    significant_pairs,
-)
+from bench.publish.conformance import protocol_differences
+from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED, PairTests, coverage, rank_intervals, significant_pairs
+from bench.publish.worstcase import min_rule, selected_worst, selected_worst_rob_m
 
 PAPER_RANKING_ATTACKS = ("pgd_eot", "aa_rand_fixed", "diffhammer")  # tracks of the paper protocol (CIFAR)
 
@@ -45,7 +43,7 @@ class RankedEntry:
     slug: str
     records: dict[str, Any]  # ranking attack -> RecordRow (the strongest record of that attack)
     clean: tuple[float, float, float]
-    robust: tuple[float, float, float]  # per-sample worst case: mean, 95% CI
+    robust: tuple[float, float, float]  # per-sample worst case (selected): mean, 95% CI
     n: int
     rank: tuple[int, int, int] = (0, 0, 0)  # point rank, interval low, high
     above: list[str] = field(default_factory=list)  # entries significantly better than this one
@@ -56,6 +54,8 @@ class RankedEntry:
     addt: bool = False
     paper: str = ""
     per_attack: dict[str, float | None] = field(default_factory=dict)  # mean robust accuracy per ranking attack
+    min_rule: float = 0.0  # the replaced rule, mean over images of min over attacks (biased low; for reference)
+    labels_checked: bool = True  # every record's labels were compared with the dataset
 
     @property
     def rank_label(self) -> str:
@@ -74,6 +74,20 @@ class IncompleteEntry:
 
 
 @dataclass
+class OffProtocol:
+    """A White-box record of a ranking attack that was not run under the track's protocol."""
+
+    entry: str
+    attack: str
+    path: str
+    differences: list[str]
+
+    @property
+    def reason(self) -> str:
+        return "off-protocol: " + "; ".join(self.differences)
+
+
+@dataclass
 class Track:
     dataset: str
     threat: str
@@ -84,6 +98,8 @@ class Track:
     ranked: list[RankedEntry] = field(default_factory=list)
     incomplete: list[IncompleteEntry] = field(default_factory=list)
     records: list[Any] = field(default_factory=list)  # every record of the track (diagnostics included)
+    off_protocol: list[OffProtocol] = field(default_factory=list)
+    pair_tests: PairTests | None = None
 
     @property
     def table_id(self) -> str:
@@ -115,8 +131,10 @@ def _ranking_attacks(protocol: Protocol) -> tuple[str, ...]:
     return tuple(a for a in attacks if a in ATTACKS and ATTACKS.get(a).ranks)
 
 
-def _per_image(record: Any) -> np.ndarray:
-    return np.asarray(record.samples.adv_correct, dtype=float) / record.eval_draws
+def _draws_correct(body: Any, name: str) -> np.ndarray:
+    """(n, K) bool: which of a record's draws (``adv_preds`` or ``select_preds``) were correct."""
+    labels = np.asarray(body.samples.label)[:, None]
+    return np.asarray(getattr(body.samples, name)) == labels
 
 
 def build_tracks(rows: list[Any], parsed: Any, titles: dict[str, str]) -> list[Track]:
@@ -140,15 +158,24 @@ def build_tracks(rows: list[Any], parsed: Any, titles: dict[str, str]) -> list[T
 
 
 def _strongest(records: list[Any], attack: str) -> Any | None:
-    candidates = [r for r in records if r.attack == attack and r.setting == "white"]
+    candidates = [r for r in records if r.attack == attack]
     return min(candidates, key=lambda r: (r.robust_acc, r.path)) if candidates else None
 
 
 def _rank(track: Track, records: list[Any], parsed: Any) -> None:
     by_entry: dict[str, list[Any]] = defaultdict(list)
+    eligible: dict[str, list[Any]] = defaultdict(list)
     for r in records:
         by_entry[r.entry].append(r)
-    strongest = {entry: {a: _strongest(rs, a) for a in track.ranking_attacks} for entry, rs in by_entry.items()}
+        if r.setting != "white" or r.attack not in track.ranking_attacks:
+            continue
+        differences = protocol_differences(parsed(r), track.protocol)
+        if differences:
+            track.off_protocol.append(OffProtocol(r.entry, r.attack, r.path, differences))
+        else:
+            eligible[r.entry].append(r)
+    strongest = {entry: {a: _strongest(eligible.get(entry, []), a) for a in track.ranking_attacks}
+                 for entry in by_entry}
     index_sets: Counter[tuple[int, ...]] = Counter()
     for entry, chosen in strongest.items():
         sets = {tuple(parsed(r).dataset.sample_indices) for r in chosen.values() if r is not None}
@@ -158,8 +185,10 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
         track.indices = list(range(track.protocol.n_samples))
     elif index_sets:
         track.indices = list(max(index_sets.items(), key=lambda kv: (kv[1], len(kv[0])))[0])
+    off_by_entry: dict[str, Counter[str]] = defaultdict(Counter)
+    for off in track.off_protocol:
+        off_by_entry[off.entry][off.attack] += 1
     complete: list[RankedEntry] = []
-    estimates: list[tuple[np.ndarray, np.ndarray | None]] = []
     for entry in sorted(by_entry):
         chosen = strongest[entry]
         if not any(chosen.values()) and not any(r.setting == "white" for r in by_entry[entry]):
@@ -171,59 +200,47 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
         first = next((r for r in chosen.values() if r is not None), None) or by_entry[entry][0]
         addt, paper = parsed(first).defense.addt, parsed(first).defense.paper
         per_attack = {a: (r.robust_acc if r is not None else None) for a, r in chosen.items()}
-        if not status.complete or off_track:
+        draws = {parsed(r).eval_draws for r in chosen.values() if r is not None}
+        if not status.complete or off_track or len(draws) > 1:
             reasons = [status.describe()] if not status.complete else []
+            off = off_by_entry.get(entry)
+            if off and not status.complete:
+                reasons.append("off-protocol records: " + ", ".join(f"{a} ({c})" for a, c in sorted(off.items())))
             if off_track and status.complete:
                 reasons.append(f"{len(present[off_track[0]])} images, not the track's {len(track.indices)} "
                                f"(indices {track.indices[0]}–{track.indices[-1]})" if track.indices else "")
+            if len(draws) > 1:
+                reasons.append(f"attacks with different evaluation draws ({sorted(draws)})")
             track.incomplete.append(IncompleteEntry(entry, slug, "; ".join(filter(None, reasons)), per_attack,
                                                     {a: r.n_samples for a, r in chosen.items() if r is not None}, addt))
             continue
-        bodies = {a: parsed(r) for a, r in chosen.items()}
-        worst = np.min([_per_image(b) for b in bodies.values()], axis=0)
-        first_body = bodies[track.ranking_attacks[0]]
-        clean = np.asarray(first_body.samples.clean_correct, dtype=float) / first_body.eval_draws
-        # per-sample worst case of Rob(M) over the attacks (same K in every record of a track entry)
-        draws = {b.eval_draws for b in bodies.values()}
-        rob_m = _worst_rob_m(bodies) if len(draws) == 1 else None
-        complete.append(RankedEntry(
-            entry, slug, chosen, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), len(worst),
+        bodies = [parsed(chosen[a]) for a in track.ranking_attacks]
+        select = np.stack([_draws_correct(b, "select_preds") for b in bodies])  # (A, n, K)
+        evaluate = np.stack([_draws_correct(b, "adv_preds") for b in bodies])
+        worst = selected_worst(select, evaluate)
+        k = bodies[0].eval_draws
+        rob_m = selected_worst_rob_m(select, np.asarray([b.samples.adv_correct for b in bodies]), k)  # (n, K)
+        clean = np.asarray(bodies[0].samples.clean_correct, dtype=float) / k
+        ranked = RankedEntry(
+            entry, slug, chosen, mean_interval(clean), mean_interval(worst), len(worst),
             worst=worst.tolist(), addt=addt, paper=paper, per_attack=per_attack,
-            cost_per_image=sum(r.attack_seconds / max(r.n_samples, 1) for r in chosen.values())))
-        estimates.append((clean, rob_m))
+            cost_per_image=sum(r.attack_seconds / max(r.n_samples, 1) for r in chosen.values()),
+            min_rule=float(min_rule(evaluate).mean()),
+            labels_checked=all(getattr(b, "_labels_checked", False) for b in bodies))
+        ranked.rob_m = [{"m": m + 1, **dict(zip(("acc", "ci_low", "ci_high"), mean_interval(rob_m[:, m])))}
+                        for m in range(k)]
+        complete.append(ranked)
     if complete:
-        _intervals(complete, estimates)
         intervals = rank_intervals({e.entry: e.worst for e in complete}, RANK_RESAMPLES, RANK_SEED)
         for e in complete:
             e.rank = intervals[e.entry]
-        pairs = significant_pairs({e.entry: e.worst for e in complete}, RANK_RESAMPLES, RANK_SEED)
+        track.pair_tests = significant_pairs({e.entry: e.worst for e in complete})
         for e in complete:
-            e.above, e.below = pairs[e.entry]
+            e.above, e.below = track.pair_tests.relations[e.entry]
     complete.sort(key=lambda e: (e.rank[0], -e.robust[0], -e.clean[0], e.entry))
     track.ranked = complete
     track.incomplete.sort(key=lambda e: e.entry)
-
-
-def _intervals(complete: list[RankedEntry], estimates: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
-    """Clean, worst-case robust and Rob(M) means with 95% percentile bootstrap intervals over the
-    track's images: one shared set of ``RANK_RESAMPLES`` resamples (seed ``RANK_SEED``) for every
-    entry and statistic, computed as one matrix product (ranked entries share their images)."""
-    rows = []
-    for entry, (clean, rob_m) in zip(complete, estimates):
-        rows += [clean, np.asarray(entry.worst)] + ([] if rob_m is None else list(rob_m.T))
-    counts = resample_counts(complete[0].n, RANK_RESAMPLES, RANK_SEED)
-    stats = iter(mean_intervals(np.asarray(rows), counts))
-    for entry, (_, rob_m) in zip(complete, estimates):
-        entry.clean, entry.robust = next(stats), next(stats)
-        if rob_m is not None:
-            entry.rob_m = [{"m": m + 1, "acc": mean, "ci_low": low, "ci_high": high}
-                           for m, (mean, low, high) in enumerate(next(stats) for _ in range(rob_m.shape[1]))]
-
-
-def _worst_rob_m(bodies: dict[str, Any]) -> np.ndarray:
-    """(n, K) per-image Rob(M) estimates, M = 1..K, under the per-sample worst case over the attacks."""
-    k = next(iter(bodies.values())).eval_draws
-    return np.min([resubmission_estimates(list(b.samples.adv_correct), k) for b in bodies.values()], axis=0)
+    track.off_protocol.sort(key=lambda o: (o.entry, o.attack, o.path))
 
 
 def _slug(entry: str) -> str:
@@ -237,7 +254,9 @@ def ranking_summary(track: Track) -> dict[str, Any]:
     return {
         "track": track.table_id, "ranking_attacks": list(track.ranking_attacks),
         "rank_resamples": RANK_RESAMPLES, "seed": RANK_SEED,
-        "rows": [{"rank": e.rank_label, "entry": e.entry, "clean": e.clean, "robust": e.robust, "n": e.n}
-                 for e in track.ranked],
+        "rows": [{"rank": e.rank_label, "entry": e.entry, "clean": e.clean, "robust": e.robust, "n": e.n,
+                  "min_rule": e.min_rule} for e in track.ranked],
         "incomplete": [{"entry": e.entry, "missing": e.missing} for e in track.incomplete],
+        "off_protocol": [{"entry": o.entry, "attack": o.attack, "path": o.path, "reason": o.reason}
+                         for o in track.off_protocol],
     }

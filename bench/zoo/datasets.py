@@ -92,11 +92,11 @@ def select_indices(split: Split, n_samples: int | None, start: int = 0) -> list[
     total = len(split)
     if n_samples is None:
         n_samples = total - start
-    if n_samples < 1:
-        raise ConfigError(f"--n-samples must be at least 1, got {n_samples}")
-    if start < 0 or start + n_samples > total:
+    if not 0 <= start < total:
+        raise ConfigError(f"--start-index {start} is outside the {split.name} test split (valid: 0..{total - 1})")
+    if not 1 <= n_samples <= total - start:
         raise ConfigError(
-            f"--n-samples {n_samples} from index {start} exceeds the {split.name} test split, "
-            f"which holds {total} images (valid: 1..{total - start})"
+            f"--n-samples {n_samples} from index {start}: the {split.name} test split holds {total} images, "
+            f"so from index {start} the valid range is 1..{total - start}"
         )
     return list(range(start, start + n_samples))

@@ -10,6 +10,11 @@ Files live in ``$BENCH_CACHE`` (default ``~/.cache/dbp-bench/models``). With ``B
 nothing is downloaded and a missing file raises an error naming the exact path to place it at.
 A file already in the cache whose checksum does not match is never deleted (it may be the
 user's); the error says so. Partial downloads go to ``<name>.part`` and are resumed.
+
+Files whose upstream checksum cannot be pinned offline are trusted on first use: the first time
+one is fetched it must load into its architecture (every state-dict name and shape, finite values
+of sane size), and its SHA-256 is then recorded in the cache's ``manifest.json``; every later fetch
+(every load) re-checks it, so a flipped byte or a swapped file is refused, not loaded.
 """
 
 from __future__ import annotations
@@ -170,6 +175,89 @@ def verify(path: Path, entry: ModelFile) -> None:
                 )
 
 
+MANIFEST = "manifest.json"
+PARAMETER_LIMIT = 1e4  # no trained diffusion or classifier weight is anywhere near this large
+
+
+def _manifest_path() -> Path:
+    return cache_dir() / MANIFEST
+
+
+def _read_manifest() -> dict[str, Any]:
+    import json
+
+    path = _manifest_path()
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MissingAssetError(f"the model cache manifest {path} is unreadable ({err}); fix or delete it "
+                                "(the files are then re-checked and recorded again)") from None
+
+
+def _write_manifest(manifest: dict[str, Any]) -> None:
+    import json
+
+    path = _manifest_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def check_structure(entry: ModelFile, path: Path) -> None:
+    """Load ``path`` with the entry's converter (every state-dict name and shape must match its
+    architecture) and refuse non-finite or implausibly large parameters."""
+    import importlib
+
+    import torch
+
+    if not entry.converter:
+        return
+    module_name, _, function = entry.converter.partition(":")
+    try:
+        module = getattr(importlib.import_module(module_name), function)(path)
+    except Exception as err:  # noqa: BLE001 - any failure to load means the file is not this model
+        raise MissingAssetError(f"{path} is not {entry.name}: it does not load into its architecture "
+                                f"({type(err).__name__}: {err}). It was not used.") from None
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and tensor.numel():
+            if not torch.isfinite(tensor).all():
+                raise MissingAssetError(f"{path}: parameter {name} of {entry.name} has non-finite values; the file "
+                                        "is corrupted. It was not used.")
+            largest = float(tensor.abs().max())
+            if largest > PARAMETER_LIMIT:
+                raise MissingAssetError(f"{path}: parameter {name} of {entry.name} has a value of magnitude "
+                                        f"{largest:.3g}; the file is corrupted. It was not used.")
+
+
+def trust_on_first_use(entry: ModelFile, path: Path, source: str) -> None:
+    """For a file without a pinned checksum: check it against the SHA-256 recorded at its first
+    use, or, the first time, check its structure and record its SHA-256."""
+    from datetime import datetime, timezone
+
+    if entry.sha256 or entry.md5:
+        return
+    digest = file_digest(path, "sha256")
+    manifest = _read_manifest()
+    known = manifest.get(entry.name)
+    if known and known.get("filename") == entry.filename:
+        if known.get("sha256") != digest:
+            raise MissingAssetError(
+                f"{path} changed since its first use: its sha256 is {digest}, {known.get('sha256')} was recorded "
+                f"on {known.get('first_seen')} in {_manifest_path()}. It was left untouched and not used; delete it "
+                f"and run `bench fetch {entry.name}` again (or, if you replaced it on purpose, remove its entry "
+                "from the manifest).")
+        return
+    check_structure(entry, path)
+    manifest[entry.name] = {"filename": entry.filename, "sha256": digest, "source": source,
+                            "first_seen": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_manifest(manifest)
+    log.warning("%s has no pinned checksum: trusted on first use, sha256 %s recorded in %s",
+                entry.name, digest, _manifest_path())
+
+
 def download(url: str, dest: Path, timeout: float = 60.0) -> None:
     """Download ``url`` to ``dest`` via ``dest.part``, resuming a previous partial download with
     an HTTP Range request (restarting if the server ignores it), then rename atomically."""
@@ -240,6 +328,7 @@ def fetch(name: str) -> Path:
         return dest
     if dest.exists():
         verify(dest, entry)
+        trust_on_first_use(entry, dest, "placed in the cache")
         return dest
     if not entry.sources:
         raise MissingAssetError(f"{entry.name} has no public download; create it with `{entry.produce}` "
@@ -264,12 +353,10 @@ def fetch(name: str) -> Path:
         )
     try:
         verify(dest, entry)
+        trust_on_first_use(entry, dest, source)
     except MissingAssetError:
         dest.replace(dest.with_name(dest.name + ".rejected"))  # our own download: set aside, never used
         raise
-    if not (entry.sha256 or entry.md5):
-        log.warning("%s has no pinned checksum; its sha256 is %s (pin it in bench/zoo/hub.py)",
-                    entry.name, file_digest(dest, "sha256"))
     return dest
 
 

@@ -1,0 +1,138 @@
+"""Every summary a record states, derived from its per-sample, per-draw outcomes.
+
+Export writes these values and validation recomputes them, so a record cannot state a number its
+outcomes do not give. One function (:func:`derive`) serves both. Intervals are
+:func:`bench.core.metrics.mean_interval` (95% Wilson over the n images) for every accuracy.
+
+Records of schema 1 carry only per-sample counts: what counts determine (expected, worst-of-K,
+Rob(M) and every interval) is derived; the majority vote needs the draws' classes, so only its
+interval is derived from its stated value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.core.metrics import mean_interval, resubmission_estimates, wilson_interval
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """One record's per-sample outcomes. Arrays: labels (n,); *_preds (n, K) predicted classes
+    (None in schema 1); *_correct (n,) correct draws; reported (n,) the attack's own per-sample
+    verdicts; gradient/forward_draws (n,) the attack's cost per sample (None when not recorded)."""
+
+    labels: np.ndarray
+    clean_correct: np.ndarray
+    adv_correct: np.ndarray
+    draws: int
+    clean_preds: np.ndarray | None = None
+    adv_preds: np.ndarray | None = None
+    select_preds: np.ndarray | None = None
+    reported: np.ndarray | None = None
+    gradient_draws: np.ndarray | None = None
+    forward_draws: np.ndarray | None = None
+
+    @classmethod
+    def from_predictions(cls, labels: Any, clean_preds: Any, adv_preds: Any, select_preds: Any = None,
+                         reported: Any = None, gradient_draws: Any = None, forward_draws: Any = None) -> Outcomes:
+        y = np.asarray(labels, dtype=np.int64)
+        clean, adv = np.asarray(clean_preds, dtype=np.int64), np.asarray(adv_preds, dtype=np.int64)
+        optional = [None if v is None else np.asarray(v) for v in (select_preds, reported, gradient_draws, forward_draws)]
+        return cls(y, (clean == y[:, None]).sum(1), (adv == y[:, None]).sum(1), int(clean.shape[1]), clean, adv,
+                   *optional)
+
+
+def majority_correct(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """(n,) whether the most frequent class of each row of (n, K) ``preds`` is the label (ties go
+    to the smallest class, as :func:`bench.core.metrics.majority_vote`)."""
+    n = preds.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    counts = np.zeros((n, int(preds.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), preds.shape[1]), preds.ravel()), 1)
+    return counts.argmax(axis=1) == labels
+
+
+def _interval(value: float, n: int) -> dict[str, float]:
+    low, high = wilson_interval(value, n)
+    return {"acc": value, "ci_low": low, "ci_high": high}
+
+
+def _accuracies(labels: np.ndarray, correct: np.ndarray, preds: np.ndarray | None, draws: int,
+                stated_majority: float | None) -> dict[str, dict[str, float]]:
+    n = len(labels)
+    expected = mean_interval(correct / draws)[0] if n else 0.0
+    worst = float((correct == draws).mean()) if n else 0.0
+    if preds is not None:
+        majority = float(majority_correct(labels, preds).mean()) if n else 0.0
+    else:
+        majority = stated_majority if stated_majority is not None else 0.0
+    return {"expected": _interval(expected, n), "worst": _interval(worst, n), "majority": _interval(majority, n)}
+
+
+def derive(outcomes: Outcomes, stated_majority: dict[str, float] | None = None) -> dict[str, Any]:
+    """The record fields that follow from ``outcomes`` (nested like the record):
+    ``samples.clean_correct`` / ``adv_correct``, ``clean`` / ``robust`` accuracies with intervals,
+    ``rob_m``, ``attack_reported`` (when per-sample verdicts exist) and ``cost.*_per_sample``
+    (when per-sample costs exist). ``stated_majority`` ({"clean": acc, "robust": acc}) stands in
+    for the majority vote of schema-1 records, which have no per-draw classes."""
+    o, stated = outcomes, stated_majority or {}
+    n = len(o.labels)
+    fields: dict[str, Any] = {
+        "samples": {"clean_correct": o.clean_correct.tolist(), "adv_correct": o.adv_correct.tolist()},
+        "clean": _accuracies(o.labels, o.clean_correct, o.clean_preds, o.draws, stated.get("clean")),
+        "robust": _accuracies(o.labels, o.adv_correct, o.adv_preds, o.draws, stated.get("robust")),
+    }
+    curve = resubmission_estimates(o.adv_correct.tolist(), o.draws).mean(axis=0) if n else np.zeros(o.draws)
+    fields["rob_m"] = [{"m": m + 1, **_interval(float(curve[m]), n)} for m in range(o.draws)]
+    if o.reported is not None:
+        fields["attack_reported"] = _interval(float(np.mean(o.reported)) if n else 0.0, n)
+    cost = {}
+    for name, values in (("gradient_draws", o.gradient_draws), ("forward_draws", o.forward_draws)):
+        if values is not None:
+            cost[f"{name}_per_sample"] = float(np.mean(values)) if n else 0.0
+    if cost:
+        fields["cost"] = cost
+    return fields
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1, "rob_m.3.acc": 0.2, ...}`` for nested dicts and lists of dicts (lists of
+    numbers stay whole)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def disagreements(stated: dict[str, Any], derived: dict[str, Any], tolerance: float = 1e-6) -> list[str]:
+    """One message per field of ``derived`` that ``stated`` (the record as a dict) does not match."""
+    have = flatten(stated)
+    problems = []
+    for path, value in flatten(derived).items():
+        if path not in have:
+            problems.append(f"{path}: missing (the per-sample outcomes give {_show(value)})")
+            continue
+        got = have[path]
+        same = (got == value) if isinstance(value, list) else (
+            got is not None and abs(float(got) - float(value)) <= tolerance)
+        if not same:
+            problems.append(f"{path}: {_show(got)} does not follow from the per-sample outcomes ({_show(value)})")
+    return problems
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return f"[{', '.join(map(str, value[:6]))}{', ...' if len(value) > 6 else ''}]"
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
