@@ -7,10 +7,8 @@ Eq. 12) from τ = t* to 1e-5, solved by Euler–Maruyama with dt = 1e-3 (100 ste
 score s = −net(x, 999τ)/std(τ). Brownian increments are the ``reverse`` stream (ΔW = sqrt(Δ)·z).
 Gradients are exact backpropagation through the discretised solver (not the adjoint SDE).
 
-``diffpure_pc`` adds one Langevin corrector step before each predictor step (ADDT paper
-Appendix H; Song et al. 2021, Algorithm 5, snr 0.16), with its own ``corrector`` stream. The
-corrector's step size uses per-sample norms (score_sde averages them over the batch, which
-would make a sample's purification depend on its batch).
+With ``corrector = True`` (``diffpure_pc``, its own file) one Langevin corrector step runs before
+each predictor step, with its own ``corrector`` stream.
 
 Output: (x̂_d + 1)/2, unclamped by default as in DiffPure (``clamp_output=true`` to clamp).
 """
@@ -66,6 +64,7 @@ class DiffPure(Defense):
     paper = "Nie et al., Diffusion Models for Adversarial Purification, ICML 2022, arXiv:2205.07460"
     model_files = {"toy": "toy-vp", "cifar10": "scoresde-vp-cifar10-ddpmpp-deep-continuous"}
     fast_options = {"dt": "0.025"}
+    toy_options = {"dt": 0.005}  # the toy protocol: t* = 0.1 in 20 Euler-Maruyama steps instead of 100
     license = "DiffPure code: NVIDIA Source Code License (non-commercial); Score-SDE weights: Apache-2.0"
     config_cls = DiffPureConfig
     corrector = False
@@ -133,9 +132,3 @@ class DiffPure(Defense):
 
 
 register_defense("diffpure")(DiffPure)
-
-
-@register_defense("diffpure_pc")
-class DiffPurePC(DiffPure):
-    description = "DiffPure + a Langevin corrector per step (ADDT App. H, snr 0.16), 200 NFE"
-    corrector = True

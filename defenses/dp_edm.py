@@ -2,7 +2,7 @@
 
 x_σ = x_d + σ_max·n, then Karras et al. (2022) Algorithm 2 from σ_max = 0.5 to σ_min = 0.002
 (ρ = 7, 50 steps, NFE 99) with S_churn 6, S_min 0.01, S_max 0.46, S_noise 1.007 ("EDM-SDE").
-``dp_edm_ode`` is the same with S_churn = 0. Streams: ``forward`` (1) and ``churn`` (one tensor
+``dp_edm_ode`` (its own file) is the same with S_churn = 0. Streams: ``forward`` (1) and ``churn`` (one tensor
 per step whose γ > 0).
 """
 
@@ -47,7 +47,7 @@ class DPEDMConfig(DefenseConfig):
         return churn_gammas(self.sigmas(), self.s_churn, self.s_min, self.s_max)
 
 
-class _EDMPurifier(Defense):
+class EDMPurifier(Defense):
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), App. F; EDM: Karras et al., NeurIPS 2022"
     model_files = {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp"}
     license = "EDM weights: CC BY-NC-SA 4.0"
@@ -89,13 +89,13 @@ class _EDMPurifier(Defense):
                          churn_noise, second_order=i < cfg.num_steps - 1)
 
     @classmethod
-    def pretrained(cls, dataset: str, config: DPEDMConfig) -> _EDMPurifier:
+    def pretrained(cls, dataset: str, config: DPEDMConfig) -> EDMPurifier:
         from bench.zoo.hub import load_network
 
         return cls(config, load_network(cls, dataset))
 
     @classmethod
-    def for_testing(cls, config: DPEDMConfig | None = None, channels: int = 1, size: int = 8) -> _EDMPurifier:
+    def for_testing(cls, config: DPEDMConfig | None = None, channels: int = 1, size: int = 8) -> EDMPurifier:
         from bench.zoo.nets.songunet import EDMPrecond, SongUNetConfig
 
         torch.manual_seed(0)
@@ -111,22 +111,7 @@ class _EDMPurifier(Defense):
 
 
 @register_defense("dp_edm")
-class DPEDM(_EDMPurifier):
+class DPEDM(EDMPurifier):
     description = "EDM purification: σ 0.5 -> 0.002, stochastic Heun, 50 steps, S_churn 6 (EDM-SDE)"
     fast_options = {"num_steps": "6"}
-
-
-@dataclass(frozen=True)
-class DPEDMODEConfig(DPEDMConfig):
-    s_churn: float = 0.0
-
-
-@register_defense("dp_edm_ode")
-class DPEDMODE(_EDMPurifier):
-    description = "EDM purification with S_churn 0 (EDM-ODE): only the forward noise is random"
-    config_cls = DPEDMODEConfig
-    fast_options = {"num_steps": "6"}
-
-    @classmethod
-    def default_test_config(cls) -> DPEDMConfig:
-        return DPEDMODEConfig(num_steps=4)
+    toy_options = {"num_steps": 10}  # the toy protocol: 19 network calls instead of 99

@@ -102,6 +102,8 @@ class GDMP(Defense):
     paper = "Wang et al., Guided Diffusion Model for Adversarial Purification, arXiv:2205.14969"
     model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-pesser-ema"}
     fast_options = {"purify_step": "6", "iterations": "2", "paths": "2"}
+    # the toy protocol: 1 of its 4 iterations at every 4th step (9 of 144 guided steps), all 10 paths
+    toy_options = {"iterations": 1, "stride": 4}
     license = "pytorch_diffusion weights: converted from the DDPM TF release (see its repository)"
     config_cls = GDMPConfig
 

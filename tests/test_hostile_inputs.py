@@ -137,23 +137,23 @@ def test_an_unreachable_server_is_named_as_such(capsys) -> None:
     assert code == 2 and "cannot reach the database server" in output and "not a bench database" not in output
 
 
-def test_a_read_only_store_is_a_clear_error(tmp_path, capsys, exported_records) -> None:
+def test_a_read_only_store_is_a_clear_error(tmp_path, capsys) -> None:
     import shutil
 
-    if os.geteuid() == 0 and shutil.which("chattr") is None:
-        pytest.skip("needs chattr to make a file read-only for root")
-    results, _ = exported_records
-    store = tmp_path / "ro.sqlite"
-    shutil.copyfile(results.parent / "runs.db", store)
+    from bench.harness.store import open_store
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "ro.sqlite"
+    open_store(str(store)).dispose()
     for suffix in ("-wal", "-shm"):
-        if Path(str(results.parent / "runs.db") + suffix).exists():
-            pytest.skip("the fixture store still has a WAL open")
+        Path(str(store) + suffix).unlink(missing_ok=True)
     if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
-            pytest.skip("this filesystem does not support chattr +i")
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(store)]).returncode != 0:
+            pytest.skip("making a file read-only for root needs chattr +i, which this filesystem refuses")
     else:
         store.chmod(0o444)
-        tmp_path.chmod(0o555)
+        folder.chmod(0o555)
     try:
         code, output = _bench(capsys, "run", "--defense", "none", "--attack", "pgd_eot", "--n-samples", "1",
                               "--db", str(store))
@@ -162,7 +162,7 @@ def test_a_read_only_store_is_a_clear_error(tmp_path, capsys, exported_records) 
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(store)], capture_output=True)
         else:
-            tmp_path.chmod(0o755)
+            folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("prefix", ["%", "", "____", "a%"])

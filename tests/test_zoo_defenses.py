@@ -10,7 +10,8 @@ from bench.core.defense import DEFENSES
 from bench.core.errors import ConfigError
 from bench.core.noise import NoiseSource
 from defenses.diffpure import DiffPureConfig
-from defenses.dp_edm import DPEDMConfig, DPEDMODEConfig
+from defenses.dp_edm import DPEDMConfig
+from defenses.dp_edm_ode import DPEDMODEConfig
 from defenses.gdmp import GDMP, GDMPConfig, ssim_per_sample
 
 

@@ -39,12 +39,9 @@ def progress_bar(description: str, log_every: float = 30.0):  # type: ignore[no-
 
 
 def db_url(db: str | None) -> str:
-    from pathlib import Path
+    from bench.harness.store import store_url
 
-    from bench.harness.store import default_url
-
-    url = db or default_url()
-    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+    return store_url(db)
 
 
 def executor_flags(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,11 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     cut short still leaves what it finished."""
     from bench.harness import perf
 
+    blocks: list[str] = []
+
     def emit(block: str) -> None:
         print(block + "\n", flush=True)
+        blocks.append(block)
 
     extras = bool(args.leaderboard or args.attack_cost or args.adjoint)
     if args.model or not extras:
@@ -34,7 +37,19 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                                       parse_overrides(args.aa_opt), db=args.db or "sqlite://"))
     if args.leaderboard:
         emit(perf.measure_leaderboard_build(args.leaderboard))
+    if args.report:
+        from pathlib import Path
+
+        Path(args.report).write_text(perf.report_markdown(blocks, _command(args)), encoding="utf-8")
+        print(f"report written to {args.report}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    import shlex
+    import sys
+
+    return "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["perf"] else "bench perf"
 
 
 def add_parsers(sub: Any) -> None:
@@ -59,4 +74,7 @@ def add_parsers(sub: Any) -> None:
                       help="also: ours vs DiffPure's torchsde adjoint gradient (pip install -e '.[perf]')")
     perf.add_argument("--adjoint-dt", type=float, action="append",
                       help="solver step for --adjoint, repeatable for a dt sweep (default: DiffPure's 1e-3)")
+    perf.add_argument("--report", metavar="FILE",
+                      help="also write the figures as a Markdown report with the machine, date and commit "
+                           "(e.g. docs/performance-report.md)")
     perf.set_defaults(func=_cmd_perf)

@@ -106,6 +106,19 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.publish.leaderboard import load_tracks
+    from bench.publish.tracks import markdown_table
+
+    tracks = {t.table_id: t for t in load_tracks(Path(args.records))}
+    if args.track not in tracks:
+        raise BenchError(f"no track {args.track!r} in {args.records}; tracks: {', '.join(sorted(tracks)) or 'none'}")
+    print(markdown_table(tracks[args.track]))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     export = sub.add_parser("export", help="write runs as JSON records under results/ (the leaderboard's source)")
     export.add_argument("run_ids", nargs="*", help="run ids (or unique prefixes)")
@@ -139,3 +152,7 @@ def add_parsers(sub: Any) -> None:
                        help="a `bench verify --report` file; ranked rows whose record files it re-ran show a "
                             "'re-run by CI: k/n identical' badge (repeatable)")
     build.set_defaults(func=_cmd_leaderboard)
+    table = lb_sub.add_parser("table", help="print a track's ranked table as Markdown (the README's copy)")
+    table.add_argument("--records", default="results", help="records root (default results/)")
+    table.add_argument("--track", default="toy__linf-0.25__toy", help="track id (default toy__linf-0.25__toy)")
+    table.set_defaults(func=_cmd_table)

@@ -18,16 +18,16 @@ EPILOG_RUN = """examples:
 """
 
 
-def _finish(engine: Any, run_id: str, parts: Any = None, executor: str = "local", db: str | None = None,
+def _finish(engine: Any, run_id: str, executor: str = "local", db: str | None = None,
             address: str | None = None) -> int:
+    """Resume a stored run to completion and print its summary."""
     from sqlalchemy.orm import Session
 
     from bench.harness.executors import execute
     from bench.harness.store import get_run
 
     try:
-        execute(engine, run_id, executor, db_url=db_url(db), address=address,
-                progress=progress_bar(f"run {run_id}"), parts=parts)
+        execute(engine, run_id, executor, db_url=db_url(db), address=address, progress=progress_bar(f"run {run_id}"))
     except KeyboardInterrupt:
         print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {run_id}", file=sys.stderr)
         return 130
@@ -40,44 +40,43 @@ def _finish(engine: Any, run_id: str, parts: Any = None, executor: str = "local"
 
 
 def _format_summary(run: Any) -> str:
-    metrics = run.metrics
-    draws = metrics["draws"]
+    from bench.harness.request import Runtime
+    from bench.harness.summary import RunSummary
     from bench.publish.records import entry_key
 
-    entry = entry_key(run.defense, run.defense_config, run.classifier, run.dataset, (run.runtime or {}).get("protocol"))
+    summary = RunSummary.from_metrics(run.metrics)
+    protocol = Runtime.from_dict(run.runtime).protocol if run.runtime else "paper"
+    entry = run.defense if ":" in run.defense else entry_key(run.defense, run.defense_config, run.classifier,
+                                                             run.dataset, protocol)
     lines = [
         f"run {run.id}: {entry} vs {run.attack} ({run.setting}, {run.norm} eps={run.eps:.4g}) "
-        f"on {run.dataset} (protocol {(run.runtime or {}).get('protocol', 'paper')}), n={metrics['n']} samples x "
-        f"{draws} noise draws, NFE {run.nfe}, "
+        f"on {run.dataset} (protocol {protocol}), n={summary.n} samples x {summary.draws} noise draws, NFE {run.nfe}, "
         f"{run.wall_seconds:.1f}s",
         f"{'accuracy':<16}{'clean [95% CI]':<26}{'robust [95% CI]':<26}",
     ]
-    for key, label in (("expected", "expected"), ("worst", f"worst-of-{draws}"), ("majority", "majority vote")):
-        cells = []
-        for part in ("clean", "robust"):
-            m = metrics[part][key]
-            cells.append(f"{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]")
-        lines.append(f"{label:<16}{cells[0]:<26}{cells[1]:<26}")
-    if "attack_reported" in metrics:
-        m = metrics["attack_reported"]
-        lines.append(f"{'attack says':<16}{'':<26}{m['acc']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+    for key, label in (("expected", "expected"), ("worst", f"worst-of-{summary.draws}"), ("majority", "majority vote")):
+        lines.append(f"{label:<16}{str(getattr(summary.clean, key)):<26}{str(getattr(summary.robust, key)):<26}")
+    if summary.attack_reported is not None:
+        lines.append(f"{'attack says':<16}{'':<26}{summary.attack_reported}"
                      "  (the attack's own verdict; the rows above are the harness's evaluation)")
-    curve = metrics.get("rob_m", {}).get("adv")
-    if curve:
-        shown = [point for point in curve if point["m"] in sorted({1, 2, 5, 10, draws})]
+    if summary.rob_m:
+        shown = [p for p in summary.rob_m if p.m in sorted({1, 2, 5, 10, summary.draws})]
         lines.append("resubmission risk Rob(M) (robust under M resubmissions): " + ", ".join(
-            f"M={p['m']} {p['acc']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]" for p in shown))
-    cost = metrics.get("cost_per_sample")
-    if cost:
-        lines.append(f"attack cost per sample: {cost['gradient_draws']:.0f} gradient draws, "
-                     f"{cost['forward_draws']:.0f} forward-only draws")
+            f"M={p.m} {p.value}" for p in shown))
+    if summary.gradient_draws_per_sample is not None:
+        lines.append(f"attack cost per sample: {summary.gradient_draws_per_sample:.0f} gradient draws, "
+                     f"{summary.forward_draws_per_sample:.0f} forward-only draws")
     return "\n".join(lines)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """``bench run``: a thin layer over :func:`bench.api.run_request`, the call behind ``bench.evaluate``."""
+    from sqlalchemy.orm import Session
+
+    from bench.api import run_request
     from bench.core.config import parse_overrides, split_entry
-    from bench.harness.runner import RunRequest, prepare_run, store_run
-    from bench.harness.store import open_store
+    from bench.harness.request import RunRequest
+    from bench.harness.store import get_run
 
     defense, entry_options = split_entry(args.defense)  # e.g. dp_ddpm[votes=10]
     request = RunRequest(
@@ -88,12 +87,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
         deterministic=not args.nondeterministic, protocol=args.protocol,
     )
-    prepared = prepare_run(request)  # every refusal happens here, before the store is opened
-    engine = open_store(args.db)
-    run_id, parts = store_run(engine, prepared), prepared.parts
-    print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
-    return _finish(engine, run_id, parts if args.executor == "local" else None, executor=args.executor, db=args.db,
-                   address=args.address)
+    started: list[str] = []
+
+    def announce(run_id: str) -> None:
+        started.append(run_id)
+        print(f"run {run_id} started (resume with `bench resume {run_id}` if interrupted)", file=sys.stderr)
+
+    try:
+        result = run_request(request, db=args.db, progress=progress_bar("run"), executor=args.executor,
+                             address=args.address, on_start=announce)
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        print(f"\ninterrupted; stored samples are kept. Resume with: bench resume {started[0]}", file=sys.stderr)
+        return 130
+    except BenchError as err:
+        if not started:
+            raise  # refused before anything was stored: one line, exit status 2
+        print(f"bench: error: {err}\nrun {started[0]} is marked failed; see `bench results --all`.", file=sys.stderr)
+        return 1
+    with Session(result._engine) as session:
+        print(_format_summary(get_run(session, result.run_id)))
+    return 0
 
 
 def _attack_options(args: argparse.Namespace) -> dict[str, Any]:

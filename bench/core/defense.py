@@ -34,7 +34,7 @@ class Defense(nn.Module, ABC):
     """A purification defense: ``purify(x, noise) -> x_pur`` with all randomness in ``noise``.
 
     Subclasses set ``name``, ``description``, ``config_cls`` (a frozen dataclass),
-    ``model_files`` and ``fast_options``, and implement :meth:`noise_spec`, :meth:`purify`,
+    ``model_files``, ``fast_options`` and ``toy_options``, and implement :meth:`noise_spec`, :meth:`purify`,
     :meth:`pretrained` and :meth:`for_testing`. A defense must never draw random numbers itself.
     """
 
@@ -50,6 +50,9 @@ class Defense(nn.Module, ABC):
     # ``--defense-opt`` values for quick toy-suite checks (the contract matrix in the tests and
     # `.ci/pr-check`): cheaper than the defaults but the same code paths
     fast_options: ClassVar[dict[str, str]] = {}
+    # the options the toy protocol runs it with (``bench/protocols/toy.toml`` reads them; its
+    # [defenses] table only overrides): a new defense needs no edit outside its own file
+    toy_options: ClassVar[dict[str, Any]] = {}
     # {norm: options}: defaults that depend on the threat model in the defense's paper (e.g.
     # DiffPure's t* = 0.075 for ℓ2); applied unless the option is given, recorded with the run
     norm_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -111,6 +114,10 @@ class Defense(nn.Module, ABC):
     def nfe(self) -> int:
         """NFE in the paper's convention (number of reverse steps)."""
         return 0
+
+    def check_setting(self, setting: Any) -> None:
+        """Refuse an attacker-knowledge setting this defense cannot honour (raise
+        :class:`bench.core.errors.ConfigError`); every named-stream defense supports all of them."""
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         """Combine per-path logits (B, paths, classes) of a multi-path defense into (B, classes)."""

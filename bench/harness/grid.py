@@ -36,14 +36,14 @@ def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
     indices = list(range(request.start_index, request.start_index + request.n_samples)) if request.n_samples else None
     with Session(engine) as session:
         candidates = session.scalars(select(Run).where(
-            Run.defense == wanted["defense"], Run.attack == wanted["attack"], Run.setting == wanted["setting"],
-            Run.dataset == wanted["dataset"], Run.seed == wanted["seed"], Run.norm == wanted["norm"]))
+            Run.defense == wanted.defense, Run.attack == wanted.attack, Run.setting == wanted.setting,
+            Run.dataset == wanted.dataset, Run.seed == wanted.seed, Run.norm == wanted.norm))
         matches = [
             run for run in candidates
-            if abs(run.eps - wanted["eps"]) < 1e-12 and run.eval_draws == wanted["eval_draws"]
-            and run.batch_size == wanted["batch_size"] and run.classifier == wanted["classifier"]
-            and _canonical(run.defense_config) == _canonical(wanted["defense_config"])
-            and _canonical(run.attack_config) == _canonical(wanted["attack_config"])
+            if abs(run.eps - wanted.eps) < 1e-12 and run.eval_draws == wanted.eval_draws
+            and run.batch_size == wanted.batch_size and run.classifier == wanted.classifier
+            and _canonical(run.defense_config) == _canonical(wanted.defense_config)
+            and _canonical(run.attack_config) == _canonical(wanted.attack_config)
             and (indices is None or list(run.sample_indices) == indices)
         ]
         matches.sort(key=lambda r: (r.status != "complete", r.created_at))

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -452,10 +454,10 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
                                                    samples["select_preds"]))
         record = {
             "schema_version": SCHEMA_VERSION, "run_id": f"synthetic{i:06d}",
-            "entry": entry_key(defense, wanted["defense_config"], f"synthetic-{i // len(combos)}", dataset),
-            "defense": {"name": defense, "config": wanted["defense_config"], "nfe": 100,
+            "entry": entry_key(defense, wanted.defense_config, f"synthetic-{i // len(combos)}", dataset),
+            "defense": {"name": defense, "config": wanted.defense_config, "nfe": 100,
                         "paper": DEFENSES.get(defense).paper, "diffusion_model": "synthetic", "addt": False},
-            "attack": {"name": attack, "config": wanted["attack_config"], "unreliable": attack == "aa_rand"},
+            "attack": {"name": attack, "config": wanted.attack_config, "unreliable": attack == "aa_rand"},
             "setting": setting, "classifier": f"synthetic-{i // len(combos)}",
             "dataset": {"name": dataset, "n_samples": n, "sample_indices": list(range(n))},
             "threat_model": {"norm": norm, "eps": eps}, "eval_draws": k,
@@ -484,3 +486,22 @@ def measure_leaderboard_build(count: int = 10_000) -> str:
         summary = build_site(root, Path(tmp) / "site")
     return (f"(e) leaderboard build: {summary['records']} records, {summary['entries']} entries, "
             f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s)")
+
+
+def report_markdown(blocks: list[str], command: str) -> str:
+    """A generated performance report: what ran, where, when, at which commit, and its figures."""
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+
+    from bench.core.provenance import device_description, git_commit
+
+    header = ["# Performance report (generated)", "",
+              f"- command: `{command}`",
+              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device_description(torch.device('cpu'))}, "
+              f"torch {torch.__version__}, Python {platform.python_version()}",
+              f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+              f"- commit: `{git_commit()}`", "",
+              "Ratios are measured within this one run; [the method](performance.md) says what each one is.", ""]
+    return "\n".join(header) + "\n".join(f"```\n{block}\n```\n" for block in blocks)

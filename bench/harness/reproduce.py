@@ -133,8 +133,8 @@ def estimate(cell: Cell, gpu_ms_per_call: float) -> dict[str, float]:
 
     wanted = normalized_request(cell.request)
     defense_cls = DEFENSES.get(cell.request.defense)
-    calls = defense_cls.for_testing(build_config(defense_cls.config_cls, wanted["defense_config"])).network_calls
-    gradient, forward = attack_draws(cell.request.attack, wanted["attack_config"])
+    calls = defense_cls.for_testing(build_config(defense_cls.config_cls, wanted.defense_config)).network_calls
+    gradient, forward = attack_draws(cell.request.attack, wanted.attack_config)
     per_image = calls * (gradient + FORWARD_SHARE * (forward + 2 * cell.request.eval_draws))
     n = cell.request.n_samples or 0
     return {"network_calls": calls, "gradient_draws": gradient, "forward_draws": forward,

@@ -130,6 +130,12 @@ def default_url() -> str:
     return f"sqlite:///{PROJECT_ROOT / 'results' / 'bench.sqlite'}"
 
 
+def store_url(db: str | None) -> str:
+    """``db`` (a SQLAlchemy URL or a file path; None = the default store) as a URL."""
+    url = db or default_url()
+    return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+
+
 BENCH_TABLES = frozenset({"runs", "sample_results", "studies"})
 
 

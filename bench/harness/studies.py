@@ -96,7 +96,7 @@ def gradient_cosines(request: StudyRequest, defense: str, eot_values: list[int])
     from bench.core.noise import NoiseSource
     from bench.core.settings import parse_setting
     from bench.core.target import StochasticTarget
-    from bench.harness.runner import build_components
+    from bench.harness.components import build_components
     from bench.zoo.datasets import select_indices
 
     defense_config = config_to_dict(build_config(DEFENSES.get(defense).config_cls, request.defense_options))

@@ -36,18 +36,22 @@ class Protocol:
     seed: int = 0
     eval_draws: int = 10
     ranking_attacks: tuple[str, ...] = ()
+    # a defense class attribute holding each plug-in's own budgets for this protocol (the toy
+    # protocol: ``toy_options``); the file's [defenses] table only overrides them
+    defense_budgets_from: str | None = None
 
     def defense_options(self, defense: str) -> dict[str, Any]:
-        """The protocol's options for ``defense``; a defense the protocol does not list fails,
-        since running it at other budgets than its track's entries would not compare alike."""
+        """The protocol's options for ``defense``: the plug-in's own budgets for this protocol
+        (``defense_budgets_from``, e.g. ``toy_options``), with the file's [defenses] line over them.
+        A defense without either runs at its defaults (a new plug-in needs no edit here)."""
         if self.key == PAPER:
             return {}
-        if defense not in self.defenses:
-            raise ConfigError(
-                f"protocol {self.name!r} has no budgets for defense {defense!r}: add a line for it under "
-                f"[defenses] in {PROTOCOL_DIR / (self.key + '.toml')} (listed: {', '.join(sorted(self.defenses))}), "
-                f"or run with --protocol paper")
-        return dict(self.defenses[defense])
+        own: dict[str, Any] = {}
+        if self.defense_budgets_from:
+            from bench.core.defense import DEFENSES
+
+            own = dict(getattr(DEFENSES.get(defense), self.defense_budgets_from, {}) or {})
+        return {**own, **dict(self.defenses.get(defense, {}))}
 
     def attack_options(self, attack: str) -> dict[str, Any]:
         if self.key == PAPER:
@@ -88,6 +92,7 @@ def load_protocol(key: str) -> Protocol:
             attacks={k: dict(v) for k, v in data.get("attacks", {}).items()},
             n_samples=data.get("n_samples"), seed=int(data.get("seed", 0)), eval_draws=int(data.get("eval_draws", 10)),
             ranking_attacks=tuple(data.get("ranking_attacks", ())),
+            defense_budgets_from=data.get("defense_budgets_from"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"protocol file {path} is malformed: {err!r}") from None

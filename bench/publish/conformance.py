@@ -27,7 +27,7 @@ def _expected_attack_config(protocol_key: str, dataset: str, attack: str, norm: 
 
     request = RunRequest(defense="none", attack=attack, norm=norm, eps=eps, dataset=dataset, protocol=protocol_key,
                          classifier="-")  # the attack config depends on neither
-    return json.dumps(normalized_request(request)["attack_config"], sort_keys=True, default=list)
+    return json.dumps(normalized_request(request).attack_config, sort_keys=True, default=list)
 
 
 def _plain(value: Any) -> Any:

@@ -303,6 +303,28 @@ def _built_at(records: list[Record]) -> str:
     return (stamps[-1].replace("T", " ") + " (newest record)") if stamps else "no records"
 
 
+def load_tracks(records_dir: Path) -> list[Track]:
+    """The tracks of the records under ``records_dir``, ranked (no site is written)."""
+    import tempfile
+
+    pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
+    if errors:
+        raise BenchError(f"{len(errors)} invalid record(s):\n" + "\n".join(errors))
+    paths = [file.relative_to(records_dir) for file, _ in pairs]
+    records = [record for _, record in pairs]
+    _parsed.clear()
+    _parsed.update({str(path): record for path, record in zip(paths, records)})
+    with tempfile.TemporaryDirectory() as tmp:
+        database = Path(tmp) / "records.sqlite"
+        ingest(list(zip(paths, records)), database)
+        engine = create_engine(f"sqlite:///{database}")
+        with Session(engine) as session:
+            rows = list(session.scalars(select(RecordRow).order_by(RecordRow.path)))
+            session.expunge_all()
+        engine.dispose()
+    return build_tracks(rows, parsed, DATASET_TITLES)
+
+
 @dataclass(frozen=True)
 class Badge:
     """Whether a ranked entry's records were re-run by CI (``bench verify --report``)."""

@@ -385,6 +385,9 @@ def record_from_run(run: Any) -> dict[str, Any]:
 
     if run.status != "complete" or not run.metrics:
         raise RecordError(f"run {run.id} is {run.status}, not complete; finish it with `bench resume {run.id}`")
+    if ":" in run.defense:
+        raise RecordError(f"run {run.id} evaluated {run.defense}, a defense given as a Python object: records are "
+                          "for registered defenses (register it as a plug-in to publish it)")
     rows = sorted(run.samples, key=lambda r: r.position)
     missing = [r.sample_index for r in rows if r.select_preds is None]
     if missing:

@@ -260,3 +260,18 @@ def ranking_summary(track: Track) -> dict[str, Any]:
         "off_protocol": [{"entry": o.entry, "attack": o.attack, "path": o.path, "reason": o.reason}
                          for o in track.off_protocol],
     }
+
+
+def markdown_table(track: Track) -> str:
+    """The ranked table as Markdown (the README's copy is generated from this and checked by a test)."""
+    attacks = list(track.ranking_attacks)
+    lines = ["| rank | entry | clean [95% CI] | robust, worst case [95% CI] | " + " | ".join(attacks) + " | n |",
+             "|---|---|---|---|" + "---|" * len(attacks) + "---|"]
+
+    def cell(value: tuple[float, float, float]) -> str:
+        return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
+
+    for e in track.ranked:
+        per_attack = " | ".join("" if e.per_attack[a] is None else f"{e.per_attack[a]:.3f}" for a in attacks)
+        lines.append(f"| {e.rank_label} | `{e.entry}` | {cell(e.clean)} | **{cell(e.robust)}** | {per_attack} | {e.n} |")
+    return "\n".join(lines)

@@ -54,6 +54,8 @@ class ModelFile:
     converter: str = ""  # "module:function" turning the file into our torch module
     produce: str = ""  # for files with no public source: the command that creates them
     bundled: bool = False  # shipped inside the package (the toy suite), checked by its manifest
+    # "package.module:relative/path": a file shipped inside a plug-in's own package (its SHA-256 pinned)
+    package_file: str = ""
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -278,9 +280,23 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
     part.replace(dest)
 
 
+def register_model_file(entry: ModelFile) -> ModelFile:
+    """Register a model file from a plug-in's own module (a defense that brings its network
+    declares its files beside it). A file shipped in the plug-in's package (``package_file``)
+    must pin its SHA-256."""
+    if entry.package_file and not entry.sha256:
+        raise MissingAssetError(f"model file {entry.name}: a package_file must pin its sha256")
+    return MODEL_FILES.register(entry.name)(entry)
+
+
 def local_path(entry: ModelFile) -> Path:
     """Where the cache keeps ``entry`` (hub files get a folder: their names are generic); bundled
-    files live in the package's ``toy_assets/``."""
+    files live in the package's ``toy_assets/``, a plug-in's packaged files in its package."""
+    if entry.package_file:
+        import importlib
+
+        module, _, relative = entry.package_file.partition(":")
+        return Path(importlib.import_module(module).__file__).resolve().parent / relative
     if entry.bundled:
         return ASSETS / entry.filename
     if entry.hf_repo:
@@ -319,8 +335,16 @@ def _downloaders(entry: ModelFile) -> list[tuple[str, Callable[[], None]]]:
 
 def fetch(name: str) -> Path:
     """The verified local path of model file ``name``, downloading it first if needed."""
+    from bench.core.defense import DEFENSES
+
+    DEFENSES.load()  # plug-ins register their own model files when their modules are imported
     entry = MODEL_FILES.get(name)
     dest = local_path(entry)
+    if entry.package_file:
+        if not dest.is_file():
+            raise MissingAssetError(f"{entry.name}: {dest} is missing from its package; reinstall the plug-in")
+        verify(dest, entry)
+        return dest
     if entry.bundled:  # checked against its manifest by the converter
         if not dest.exists():
             raise MissingAssetError(f"{entry.name}: {dest} is missing; create it with `{entry.produce}` "
