@@ -37,6 +37,12 @@ def site_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     write_synthetic_records(root / "results", 200)
     shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "literature", root / "results" / "literature")
+    # a track with no ranked entry: one pgd_eot record on another threat model
+    import json
+
+    lone = json.loads(sorted((root / "results").rglob("*__pgd_eot__white.json"))[0].read_text())
+    lone["threat_model"] = {"norm": "l2", "eps": 1.5}
+    (root / "results" / "lone.json").write_text(json.dumps(lone))
     build_site(root / "results", root / "site")
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root / "site")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -119,4 +125,66 @@ def test_rank_intervals_literature_and_width(site_url, browser) -> None:
     assert len(rows) > 20 and any("ADDT" in r.text for r in rows)
     protocol = browser.find_element(By.CSS_SELECTOR, "details.protocol summary")
     assert "ranking attacks pgd_eot, aa_rand_fixed, diffhammer" in protocol.text
+    cells = " ".join(td.text for td in literature.find_elements(By.CSS_SELECTOR, "td"))
+    assert "?" not in cells.split() and "not transcribed" not in cells and "_{" not in cells
+    assert literature.find_elements(By.CSS_SELECTOR, "td small sub"), "DP_{DDPM} is rendered as a subscript"
     browser.save_screenshot(str(ARTIFACTS / "leaderboard-literature.png"))
+
+
+OVERFLOW = """
+const out = [];
+for (const svg of document.querySelectorAll('svg')) {
+  const box = svg.viewBox.baseVal;
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBBox();
+    const m = t.getCTM && t.transform.baseVal.length ? t.transform.baseVal.consolidate().matrix : null;
+    let [x0, y0, x1, y1] = [b.x, b.y, b.x + b.width, b.y + b.height];
+    if (m) {  // rotated axis labels: map the box corners
+      const pts = [[x0, y0], [x1, y0], [x0, y1], [x1, y1]].map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]);
+      x0 = Math.min(...pts.map(p => p[0])); x1 = Math.max(...pts.map(p => p[0]));
+      y0 = Math.min(...pts.map(p => p[1])); y1 = Math.max(...pts.map(p => p[1]));
+    }
+    if (x0 < box.x - 0.5 || y0 < box.y - 0.5 || x1 > box.x + box.width + 0.5 || y1 > box.y + box.height + 0.5)
+      out.push(t.textContent + ' @ ' + [x0, y0, x1, y1].map(v => v.toFixed(1)).join(','));
+  }
+}
+return out;
+"""
+
+
+def _no_overflow(browser) -> None:  # noqa: ANN001
+    overflowing = browser.execute_script(OVERFLOW)
+    assert not overflowing, f"SVG text outside its chart: {overflowing[:5]}"
+
+
+def test_front_page_figure_hidden_empty_track_and_pages(site_url, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{site_url}/index.html")
+    assert browser.find_elements(By.CSS_SELECTOR, "figure.front svg circle"), "the front page's clean vs robust figure"
+    empty = browser.find_elements(By.CSS_SELECTOR, "p.empty-track")
+    assert empty and "no entry is ranked on this track yet" in empty[0].text
+    hidden = empty[0].get_attribute("id")
+    assert all(section.get_attribute("id") != hidden for section in browser.find_elements(By.CSS_SELECTOR, "section.board"))
+    _no_overflow(browser)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "front-page.png"))
+    nav = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")}
+    assert {"What the numbers mean", "Submit a defense", "Documentation"} <= set(nav)
+    browser.get(nav["What the numbers mean"])
+    assert "per-sample worst case" in browser.find_element(By.TAG_NAME, "body").text
+    assert "Holm" in browser.find_element(By.TAG_NAME, "body").text
+    browser.get(nav["Submit a defense"])
+    assert "bench new defense" in browser.find_element(By.TAG_NAME, "body").text
+    browser.get(f"{site_url}/index.html")
+    browser.find_element(By.CSS_SELECTOR, "table.ranked td a").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "figure svg")
+    _no_overflow(browser)
+    legends = browser.execute_script(
+        "return [...document.querySelectorAll('figure svg')].map(s => [...s.querySelectorAll('text')].map(t => t.textContent))")
+    for labels in legends:
+        series = [t for t in labels if t.startswith("robust: ")]
+        assert len(series) == len(set(series)), f"duplicate series labels: {series}"
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "NFE" in body and "On Toy suite" in body  # the card shows the track's budgets
+    browser.save_screenshot(str(ARTIFACTS / "entry-page.png"))

@@ -115,6 +115,14 @@ def paper_url(paper: str) -> str | None:
     return f"https://arxiv.org/abs/{ids[-1]}" if ids else None
 
 
+def tex_name(text: str) -> Any:
+    """A name as the papers typeset it, from their LaTeX source: ``DP _{DDPM}`` -> DP<sub>DDPM</sub>
+    (escaped first, so only the subscripts become markup)."""
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(r"\s*_\{([^}]*)\}", r"<sub>\1</sub>", str(escape(text or ""))))
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-") or "entry"
 
@@ -147,28 +155,39 @@ def _track_csv(track: Track) -> str:
 
 
 def _entry_plots(records: list[RecordRow]) -> list[str]:
-    """SVGs for an entry page, per dataset x threat model: clean vs robust per White-box
-    attack, and pgd_eot robust accuracy per attacker-knowledge setting."""
+    """SVGs for an entry page, per dataset x threat model x protocol (so no two series share a
+    label): clean vs robust per White-box attack, Rob(M) per attack, and pgd_eot robust accuracy per
+    attacker-knowledge setting."""
     plots = []
-    groups: dict[tuple[str, str], list[RecordRow]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[RecordRow]] = defaultdict(list)
     for r in records:
-        groups[(r.dataset, r.threat)].append(r)
-    for (dataset, threat), group in sorted(groups.items()):
-        where = f"{DATASET_TITLES.get(dataset, dataset)}, {threat}"
-        white = sorted((r for r in group if r.setting == "white"), key=lambda r: r.attack_label)
+        groups[(r.dataset, r.threat, parsed(r).protocol or "paper")].append(r)
+    for (dataset, threat, protocol), group in sorted(groups.items()):
+        where = f"{DATASET_TITLES.get(dataset, dataset)}, {threat}, protocol {protocol}"
+        white = sorted((r for r in group if r.setting == "white"), key=lambda r: (r.attack_label, r.path))
         if white:
             bars: list[tuple[str, float, float | None, float | None]] = [
                 ("clean", white[0].clean_acc, white[0].clean_ci_low, white[0].clean_ci_high)]
-            bars += [(f"robust: {r.attack_label}", r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in white]
+            bars += [(f"robust: {_unique_label(r, white)}", r.robust_acc, r.robust_ci_low, r.robust_ci_high)
+                     for r in white]
             plots.append(bar_chart(bars, title=f"Clean vs robust, White-box ({where})",
                                    x_label="expected accuracy, 95% CI"))
-        if white:
             plots.append(_resubmission_chart(white, where))
-        by_setting = sorted((r for r in group if r.attack == "pgd_eot"), key=lambda r: r.setting)
+        by_setting = sorted((r for r in group if r.attack == "pgd_eot"), key=lambda r: (r.setting, r.path))
         if len({r.setting for r in by_setting}) > 1:
-            plots.append(bar_chart([(r.setting, r.robust_acc, r.robust_ci_low, r.robust_ci_high) for r in by_setting],
+            plots.append(bar_chart([(f"{r.setting} ({_unique_label(r, by_setting)})", r.robust_acc, r.robust_ci_low,
+                                     r.robust_ci_high) for r in by_setting],
                                    title=f"pgd_eot robust per setting ({where})", x_label="expected accuracy, 95% CI"))
     return plots
+
+
+def _unique_label(row: RecordRow, rows: list[RecordRow]) -> str:
+    """The attack label, with the run's seed and size when another row shares the label."""
+    same = [r for r in rows if r.attack_label == row.attack_label and r.setting == row.setting]
+    if len(same) == 1:
+        return row.attack_label
+    record = parsed(row)
+    return f"{row.attack_label}, seed {record.seed}, n={record.dataset.n_samples}, run {record.run_id[:6]}"
 
 
 def _resubmission_chart(records: list[RecordRow], where: str) -> str:
@@ -178,7 +197,7 @@ def _resubmission_chart(records: list[RecordRow], where: str) -> str:
     for r in records:
         record = parsed(r)
         curve = [p.model_dump() for p in record.rob_m] if record.rob_m else _derived_rob_m(record)
-        series.append(Series(r.attack_label, [(p["m"], p["acc"]) for p in curve],
+        series.append(Series(_unique_label(r, records), [(p["m"], p["acc"]) for p in curve],
                              [(p["ci_low"], p["ci_high"]) for p in curve]))
     return line_chart(series, title=f"Resubmission risk Rob(M), White-box ({where})",
                       x_label="M (resubmissions of the same adversarial input)",
@@ -247,6 +266,16 @@ def _standing(tracks: list[Track]) -> dict[str, list[dict[str, Any]]]:
     return standing
 
 
+def _front_figure(track: Track) -> str:
+    """Clean vs robust (per-sample worst case) accuracy, 95% intervals, one point per ranked entry."""
+    from bench.publish.svg import Point, scatter_chart
+
+    points = [Point(e.entry, e.clean[0], e.robust[0], (e.clean[1], e.clean[2]), (e.robust[1], e.robust[2]), e.addt)
+              for e in track.ranked]
+    return scatter_chart(points, title=f"Clean vs robust accuracy, ranked entries ({track.title}); ADDT in red",
+                         x_label="clean expected accuracy, 95% CI", y_label="robust, per-sample worst case")
+
+
 def _worst_case_chart(e: RankedEntry, track: Track) -> str:
     curve = e.rob_m
     return line_chart([Series("worst case over " + ", ".join(track.ranking_attacks),
@@ -272,8 +301,24 @@ def _render_entries(env: Any, rows: list[RecordRow], tracks: list[Track], folder
         runs = [(parsed(r), r.path, r.attack_label) for r in entry_rows]
         (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
             entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root="..",
-            places=places, slug=slugify), encoding="utf-8")
+            places=places, slug=slugify, budgets=_track_budgets(entry_rows, tracks)), encoding="utf-8")
     return len(by_entry)
+
+
+def _track_budgets(entry_rows: list[RecordRow], tracks: list[Track]) -> list[dict[str, Any]]:
+    """Per track the entry has records on: the protocol's budgets for its defense and the NFE its
+    records ran at (the card's own NFE is the plug-in's paper default)."""
+    out = []
+    for track in tracks:
+        rows = [r for r in entry_rows if r in track.records]
+        if not rows:
+            continue
+        try:
+            options = track.protocol.defense_options(rows[0].defense)
+        except BenchError:
+            options = {}
+        out.append({"track": track.title, "options": options, "nfe": sorted({r.nfe for r in rows})})
+    return out
 
 
 def _budget_curves(entry_records: list[RecordRow]) -> list[str]:
@@ -351,12 +396,12 @@ def load_verifications(reports: list[Path]) -> dict[str, dict[str, Any]]:
 def _badge(entry: RankedEntry, verified: dict[str, dict[str, Any]], digests: dict[str, str]) -> Badge:
     found = [verified.get(digests.get(r.path, "")) for r in entry.records.values()]
     if not found or any(f is None for f in found):
-        return Badge("unverified", "not independently re-run",
+        return Badge("unverified", "not re-run by CI",
                      "no CI re-run of these exact record files (bench verify --report)")
     identical, checked = sum(f["identical"] for f in found), sum(f["checked"] for f in found)
     kind = "verified" if identical == checked else "disagrees"
     commits = sorted({f["verifier"].get("git_commit") or "?" for f in found})
-    return Badge(kind, f"re-run by CI: {identical}/{checked} identical",
+    return Badge(kind, f"CI re-ran {checked}: {identical} identical",
                  f"samples re-run from the records' configs and seeds at commit {', '.join(c[:10] for c in commits)}")
 
 
@@ -431,6 +476,8 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
     env.filters["paper_url"] = paper_url
+    env.filters["tex_name"] = tex_name
+    env.filters["or_not_stated"] = lambda v: "not stated" if v in (None, "", "?", "unknown") else v
     built_at = _built_at(records)
     verified = load_verifications(list(verification or []))
     digests = {str(path): hashlib.sha256((record._text or "").encode("utf-8")).hexdigest()
@@ -440,9 +487,14 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
+    figures = {t.table_id: _front_figure(t) for t in tracks if t.ranked}
     (staging / "index.html").write_text(env.get_template("index.html").render(
         tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",
-        rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED), encoding="utf-8")
+        rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
+    for page in ("metrics", "submit"):
+        (staging / f"{page}.html").write_text(env.get_template(f"{page}.html").render(
+            built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED),
+            encoding="utf-8")
     entries = _render_entries(env, rows, tracks, staging / "entries", built_at)
     shutil.copytree(STATIC, staging / "assets")
     for path in paths:  # the downloadable records, exactly the validated files

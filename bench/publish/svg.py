@@ -25,6 +25,32 @@ class Series:
     meta: dict[str, str] = field(default_factory=dict)
 
 
+CHAR_WIDTH = {11: 6.4, 13: 7.6}  # an upper bound of sans-serif glyph widths per font size (px), for layout
+
+
+def text_width(text: str, size: int = 11) -> float:
+    return len(text) * CHAR_WIDTH[size]
+
+
+def wrap(text: str, width: float, size: int = 13) -> list[str]:
+    """``text`` in lines that fit ``width`` px (breaking at spaces)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and text_width(lines[-1] + " " + word, size) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _title(title: str, width: float) -> tuple[list[str], int]:
+    """SVG text lines of a centred title wrapped to ``width``, and the height they take."""
+    lines = wrap(title, width - 16)
+    out = [f'<text x="{width / 2:.0f}" y="{18 + 16 * i}" text-anchor="middle" font-size="13">{escape(line)}</text>'
+           for i, line in enumerate(lines)]
+    return out, 16 * len(lines)
+
+
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     if high <= low:
         return [low]
@@ -34,8 +60,13 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str, log_x: bool = False,
                y_range: tuple[float, float] | None = None, width: int = 560, height: int = 340) -> str:
-    """An SVG document with one polyline (plus markers and error bars) per series."""
-    left, right, top, bottom = 60, 150, 34, 46
+    """An SVG document with one polyline (plus markers and error bars) per series; the legend's
+    column and the title's lines are sized to their text, so nothing overflows the viewBox."""
+    legend = max((text_width(s.label) for s in series), default=0.0)
+    left, right, bottom = 60, int(legend) + 44, 46
+    width = max(width, left + 280 + right)
+    title_lines, title_height = _title(title, width)
+    top = title_height + 16
     plot_w, plot_h = width - left - right, height - top - bottom
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points] + [v for s in series for e in (s.errors or []) for v in e]
@@ -59,7 +90,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
         f'<title>{escape(title)}</title>',
-        f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+        *title_lines,
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
     ]
     for tick in _ticks(y_low, y_high):
@@ -96,15 +127,19 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
 
 def bar_chart(bars: Sequence[tuple[str, float, float | None, float | None]], *, title: str, x_label: str,
               width: int = 560, bar_height: int = 18) -> str:
-    """Horizontal bars in [0, 1]: (label, value, ci_low, ci_high); whiskers show the CI."""
-    left, right, top = 190, 20, 34
+    """Horizontal bars in [0, 1]: (label, value, ci_low, ci_high); whiskers show the CI. The label
+    column and the title's lines are sized to their text, so nothing overflows the viewBox."""
+    left, right = int(max((text_width(b[0]) for b in bars), default=0.0)) + 16, 20
+    width = max(width, left + 260 + right)
+    title_lines, title_height = _title(title, width)
+    top = title_height + 16
     plot_w = width - left - right
     height = top + bar_height * 1.5 * len(bars) + 40
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" viewBox="0 0 {width} {height:.0f}" '
         f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
         f'<title>{escape(title)}</title>',
-        f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+        *title_lines,
     ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = left + tick * plot_w
@@ -121,5 +156,67 @@ def bar_chart(bars: Sequence[tuple[str, float, float | None, float | None]], *, 
             out.append(f'<line x1="{left + low * plot_w:.1f}" x2="{left + high * plot_w:.1f}" y1="{mid:.1f}" '
                        f'y2="{mid:.1f}" stroke="#000" stroke-width="1.5"/>')
     out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 6:.0f}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+@dataclass
+class Point:
+    """One labelled point with (low, high) intervals on both axes."""
+
+    label: str
+    x: float
+    y: float
+    x_interval: tuple[float, float]
+    y_interval: tuple[float, float]
+    highlight: bool = False
+
+
+def scatter_chart(points: Sequence[Point], *, title: str, x_label: str, y_label: str, width: int = 720,
+                  height: int = 420) -> str:
+    """Labelled points with 95% interval whiskers on both axes (the front page's clean vs robust)."""
+    left, right, bottom = 60, 20, 46
+    title_lines, title_height = _title(title, width)
+    top = title_height + 16
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [v for p in points for v in (*p.x_interval, p.x)] or [0.0, 1.0]
+    ys = [v for p in points for v in (*p.y_interval, p.y)] or [0.0, 1.0]
+    x_low, x_high = min(xs) - 0.01, max(xs) + 0.01
+    y_low, y_high = max(min(ys) - 0.02, 0.0), min(max(ys) + 0.02, 1.0)
+    if y_high <= y_low:
+        y_high = y_low + 0.1
+
+    def px(x: float) -> float:
+        return left + (x - x_low) / (x_high - x_low) * plot_w
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y_low) / (y_high - y_low)) * plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<title>{escape(title)}</title>', *title_lines,
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
+    for tick in _ticks(y_low, y_high):
+        out.append(f'<line x1="{left - 4}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
+    for tick in _ticks(x_low, x_high):
+        out.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{tick:.3f}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
+    for i, p in enumerate(points):
+        color = PALETTE[0] if not p.highlight else PALETTE[1]
+        out.append(f'<line x1="{px(p.x_interval[0]):.1f}" x2="{px(p.x_interval[1]):.1f}" y1="{py(p.y):.1f}" '
+                   f'y2="{py(p.y):.1f}" stroke="{color}" stroke-opacity="0.5"/>')
+        out.append(f'<line x1="{px(p.x):.1f}" x2="{px(p.x):.1f}" y1="{py(p.y_interval[0]):.1f}" '
+                   f'y2="{py(p.y_interval[1]):.1f}" stroke="{color}" stroke-opacity="0.5"/>')
+        out.append(f'<circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="4" fill="{color}"><title>{escape(p.label)}: clean '
+                   f'{p.x:.3f}, robust {p.y:.3f}</title></circle>')
+        anchor_left = px(p.x) + 6 + text_width(p.label) > left + plot_w
+        x_text = px(p.x) - 6 if anchor_left else px(p.x) + 6
+        out.append(f'<text x="{x_text:.1f}" y="{py(p.y) - 5 - (i % 2) * 9:.1f}" '
+                   f'text-anchor="{"end" if anchor_left else "start"}" fill="#333">{escape(p.label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
