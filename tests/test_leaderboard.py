@@ -218,7 +218,7 @@ def test_an_off_protocol_record_is_not_ranked_and_says_why(tmp_path) -> None:
     ranked as if it were the protocol's PGD: its entry becomes incomplete and the page names the
     difference. The same holds for another seed, other evaluation draws or other images."""
     results = tmp_path / "results"
-    write_synthetic_records(results, 24)
+    write_synthetic_records(results, 72)
     pgd = sorted(p for p in results.rglob("*__pgd_eot__white.json") if "/toy/" in p.as_posix())[0]
     data = json.loads(pgd.read_text())
     data["attack"]["config"]["steps"] = 1
@@ -226,6 +226,10 @@ def test_an_off_protocol_record_is_not_ranked_and_says_why(tmp_path) -> None:
     build_site(results, tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
     assert "off-protocol: attack steps=1, not 20" in index
+    from bench.publish.leaderboard import slugify
+
+    page = (tmp_path / "site" / "entries" / f"{slugify(data['entry'])}.html").read_text()
+    assert "off-protocol: attack steps=1, not 20" in page
     rows = list(csv.DictReader(next((tmp_path / "site" / "tables").glob("toy__*.csv")).open()))
     row = next(r for r in rows if r["entry"] == data["entry"])
     assert row["status"].startswith("incomplete: no record for pgd_eot; off-protocol records: pgd_eot (1)")

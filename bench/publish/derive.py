@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.metrics import mean_interval, resubmission_estimates, wilson_interval
+from bench.core.metrics import resubmission_estimates, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ def majority_correct(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     n = preds.shape[0]
     if n == 0:
         return np.zeros(0, dtype=bool)
-    counts = np.zeros((n, int(preds.max()) + 1), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n), preds.shape[1]), preds.ravel()), 1)
+    classes = int(max(preds.max(), labels.max())) + 1
+    counts = (preds[:, :, None] == np.arange(classes)).sum(axis=1)  # (n, classes)
     return counts.argmax(axis=1) == labels
 
 
@@ -65,8 +65,8 @@ def _interval(value: float, n: int) -> dict[str, float]:
 def _accuracies(labels: np.ndarray, correct: np.ndarray, preds: np.ndarray | None, draws: int,
                 stated_majority: float | None) -> dict[str, dict[str, float]]:
     n = len(labels)
-    expected = mean_interval(correct / draws)[0] if n else 0.0
-    worst = float((correct == draws).mean()) if n else 0.0
+    expected = float(correct.sum()) / (n * draws) if n else 0.0
+    worst = float((correct == draws).sum()) / n if n else 0.0
     if preds is not None:
         majority = float(majority_correct(labels, preds).mean()) if n else 0.0
     else:
@@ -114,6 +114,34 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(item, f"{prefix}{i}."))
         return out
     return {prefix[:-1]: value}
+
+
+def disagreements_with(obj: Any, derived: dict[str, Any], tolerance: float = 1e-6) -> list[str]:
+    """One message per field of ``derived`` that the object ``obj`` (a record: attributes, lists of
+    models) does not match, read attribute by attribute (no dump of the record: a site build checks
+    thousands)."""
+    problems: list[str] = []
+
+    def walk(value: Any, have: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, None if have is None else (have.get(key) if isinstance(have, dict) else getattr(have, key, None)),
+                     f"{path}{key}.")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, item in enumerate(value):
+                walk(item, have[i] if have is not None and i < len(have) else None, f"{path}{i}.")
+        else:
+            field = path[:-1]
+            if have is None:
+                problems.append(f"{field}: missing (the per-sample outcomes give {_show(value)})")
+            elif isinstance(value, list):
+                if list(have) != value:
+                    problems.append(f"{field}: {_show(list(have))} does not follow from the per-sample outcomes ({_show(value)})")
+            elif abs(float(have) - float(value)) > tolerance:
+                problems.append(f"{field}: {_show(have)} does not follow from the per-sample outcomes ({_show(value)})")
+
+    walk(derived, obj, "")
+    return problems
 
 
 def disagreements(stated: dict[str, Any], derived: dict[str, Any], tolerance: float = 1e-6) -> list[str]:

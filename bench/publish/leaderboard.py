@@ -310,7 +310,8 @@ def _track_budgets(entry_rows: list[RecordRow], tracks: list[Track]) -> list[dic
     records ran at (the card's own NFE is the plug-in's paper default)."""
     out = []
     for track in tracks:
-        rows = [r for r in entry_rows if r in track.records]
+        paths = track.record_paths
+        rows = [r for r in entry_rows if r.path in paths]
         if not rows:
             continue
         try:

@@ -152,7 +152,7 @@ class Record(BaseModel):
     def _consistent(self) -> Record:
         """Shapes, then every summary against what the per-sample outcomes give (each field that
         disagrees is named): a record cannot state a number its own outcomes do not support."""
-        from bench.publish.derive import derive, disagreements
+        from bench.publish.derive import derive, disagreements_with
 
         n, k = self.dataset.n_samples, self.eval_draws
         if len(self.dataset.sample_indices) != n:
@@ -170,18 +170,23 @@ class Record(BaseModel):
             absent = [name for name, value in per_draw.items() if value is None]
             if absent:
                 raise ValueError(f"schema 2 records carry per-draw outcomes; samples.{', samples.'.join(absent)} missing")
+            import numpy as np
+
             for name, rows in per_draw.items():
-                if len(rows) != n or any(len(row) != k for row in rows):
+                try:
+                    shape = np.asarray(rows, dtype=np.int64).shape
+                except ValueError:  # ragged rows
+                    shape = ()
+                if shape != (n, k):
                     raise ValueError(f"samples.{name} must be {n} rows of eval_draws={k} predicted classes")
         elif any(value is not None for value in per_draw.values()):
             raise ValueError("per-draw outcomes need schema_version 2")
         _check_times(self.created_at, self.finished_at)
         derived = derive(self.outcomes(), stated_majority={"clean": self.clean.majority.acc,
                                                            "robust": self.robust.majority.acc})
-        stated = self.model_dump(include={"samples", "clean", "robust", "rob_m", "attack_reported", "cost"})
         if self.rob_m is None and self.schema_version == 1:
             derived.pop("rob_m")  # the oldest records predate stored curves
-        problems = disagreements(stated, derived)
+        problems = disagreements_with(self, derived)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -21,6 +21,7 @@ ranking attack, the on-protocol record with the lowest robust accuracy is taken;
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,10 @@ class Track:
     @property
     def table_id(self) -> str:
         return f"{self.dataset}__{self.threat}__{self.protocol.key}"
+
+    @functools.cached_property
+    def record_paths(self) -> frozenset[str]:
+        return frozenset(r.path for r in self.records)
 
     @property
     def cpu_seconds(self) -> float:
