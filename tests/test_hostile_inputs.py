@@ -63,10 +63,7 @@ def test_a_label_outside_the_classes_is_refused(exported_records) -> None:
 
     _, paths = exported_records
     data = json.loads(paths[0].read_text())
-    old = data["samples"]["label"][0]
     data["samples"]["label"][0] = 99
-    for name in ("clean_preds", "adv_preds", "select_preds"):
-        data["samples"][name][0] = [99 if p == old else p for p in data["samples"][name][0]]
     with pytest.raises(RecordError, match=r"classes \[99\] outside 0..9"):
         validate_record(data, paths[0], *registry_names())
 

@@ -29,6 +29,7 @@ def test_export_writes_a_valid_reviewable_record(exported) -> None:
     data = json.loads(paths[0].read_text())
     assert data["schema_version"] == 2 and isinstance(data["robust"]["expected"]["acc"], float)
     assert len(data["samples"]["select_preds"]) == 6 and all(len(row) == 3 for row in data["samples"]["adv_preds"])
+    assert record.preds("adv_preds").shape == (6, 3)  # one string of 3 one-digit classes per sample
     assert record.rob_m[0].ci_low == record.robust.expected.ci_low  # one interval per statistic: Rob(1) = expected
     assert record.rob_m[-1].ci_high == record.robust.worst.ci_high  # and Rob(K) = worst-of-K
     assert record.dataset.sample_indices == list(range(6)) and record.eval_draws == 3
@@ -45,9 +46,10 @@ def _mutate(path: Path, change) -> dict:  # noqa: ANN001
 
 
 def _flip(data: dict, i: int) -> None:
-    """Make adversarial draw 0 of sample i right if it was wrong, wrong if it was right."""
+    """Make adversarial draw 0 of sample i right if it was wrong, wrong if it was right (one digit per draw)."""
     label, row = data["samples"]["label"][i], data["samples"]["adv_preds"][i]
-    row[0] = label if row[0] != label else (label + 1) % 10
+    first = str(label) if int(row[0]) != label else str((label + 1) % 10)
+    data["samples"]["adv_preds"][i] = first + row[1:]
 
 
 def _relabel(data: dict, i: int) -> None:
@@ -55,9 +57,9 @@ def _relabel(data: dict, i: int) -> None:
     old = data["samples"]["label"][i]
     new = (old + 1) % 10
     data["samples"]["label"][i] = new
+    swap = {str(old): str(new), str(new): str(old)}
     for name in ("clean_preds", "adv_preds", "select_preds"):
-        row = data["samples"][name][i]
-        data["samples"][name][i] = [new if p == old else old if p == new else p for p in row]
+        data["samples"][name][i] = "".join(swap.get(c, c) for c in data["samples"][name][i])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -159,9 +161,13 @@ def test_site_ranks_by_the_per_sample_worst_case_and_escapes_text(tmp_path) -> N
         r = json.loads(path.read_text())
         if r["setting"] == "white" and r["attack"]["name"] in ("pgd_eot", "aa_rand_fixed", "diffhammer"):
             key = (r["dataset"]["name"], path.parent.name)
-            labels = r["samples"]["label"]
+            labels, w = r["samples"]["label"], 2 if r["dataset"]["name"] == "cifar100" else 1  # digits per class
+
+            def draws(text: str) -> list[int]:
+                return [int(text[i:i + w]) for i in range(0, len(text), w)]
+
             per_track.setdefault(key, {}).setdefault(r["entry"], {})[r["attack"]["name"]] = [
-                (sum(p == y for p in sel) / len(sel), sum(p == y for p in adv) / len(adv))
+                (sum(p == y for p in draws(sel)) / len(draws(sel)), sum(p == y for p in draws(adv)) / len(draws(adv)))
                 for y, sel, adv in zip(labels, r["samples"]["select_preds"], r["samples"]["adv_preds"])]
     checked, incomplete = 0, []
     for table_csv in (tmp_path / "site" / "tables").glob("*.csv"):

@@ -59,9 +59,11 @@ def _shuffled(record_path: Path, tmp_path: Path, device: str) -> Path:
     labels = s["label"]
     for name in ("clean_preds", "adv_preds", "select_preds"):  # keep each sample's draws relative to its own label
         for i, j in ((0, 1), (1, 0)):
-            s[name][i] = [labels[i] if p == labels[j] else p for p in s[name][i]]
-    derived = derive(Outcomes.from_predictions(labels, s["clean_preds"], s["adv_preds"], s["select_preds"],
-                                               s.get("reported"), s.get("gradient_draws"), s.get("forward_draws")))
+            s[name][i] = s[name][i].replace(str(labels[j]), str(labels[i]))
+    decoded = {name: [[int(c) for c in row] for row in s[name]] for name in ("clean_preds", "adv_preds", "select_preds")}
+    derived = derive(Outcomes.from_predictions(labels, decoded["clean_preds"], decoded["adv_preds"],
+                                               decoded["select_preds"], s.get("reported"), s.get("gradient_draws"),
+                                               s.get("forward_draws")))
     data.update({k: v for k, v in derived.items() if k not in ("samples", "cost")})
     data["cost"].update(derived.get("cost", {}))
     s.update(derived["samples"])

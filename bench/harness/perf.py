@@ -416,7 +416,7 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
     from bench.core.defense import DEFENSES
     from bench.harness.runner import RunRequest, normalized_request
     from bench.publish.derive import Outcomes, derive
-    from bench.publish.records import SCHEMA_VERSION, dumps_record, entry_key, record_path
+    from bench.publish.records import SCHEMA_VERSION, dumps_record, encode_preds, entry_key, pred_width, record_path
     from bench.zoo.labels import NUM_CLASSES, test_labels
 
     rng = random.Random(seed)
@@ -447,11 +447,12 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
         clean_counts = [rng.randint(6, 10) for _ in range(n)]
         adv_counts = [rng.randint(0, c) for c in clean_counts]
         select_counts = [min(k, max(0, c + rng.randint(-2, 2))) for c in adv_counts]
-        samples = {"label": [int(y) for y in labels], "clean_preds": preds(labels, clean_counts, classes),
-                   "adv_preds": preds(labels, adv_counts, classes),
-                   "select_preds": preds(labels, select_counts, classes)}
-        derived = derive(Outcomes.from_predictions(samples["label"], samples["clean_preds"], samples["adv_preds"],
-                                                   samples["select_preds"]))
+        draws = {"clean_preds": preds(labels, clean_counts, classes), "adv_preds": preds(labels, adv_counts, classes),
+                 "select_preds": preds(labels, select_counts, classes)}
+        width = pred_width(dataset)
+        samples = {"label": [int(y) for y in labels], **{k: encode_preds(v, width) for k, v in draws.items()}}
+        derived = derive(Outcomes.from_predictions(samples["label"], draws["clean_preds"], draws["adv_preds"],
+                                                   draws["select_preds"]))
         record = {
             "schema_version": SCHEMA_VERSION, "run_id": f"synthetic{i:06d}",
             "entry": entry_key(defense, wanted.defense_config, f"synthetic-{i // len(combos)}", dataset),

@@ -50,10 +50,13 @@ def stored_outcomes(record: Any) -> list[SampleOutcome]:
     def column(values: Any, convert: Any = int) -> list[Any]:
         return [None] * n if values is None else [convert(v) for v in values]
 
+    def draws(name: str) -> list[Any]:
+        decoded = record.preds(name)
+        return [None] * n if decoded is None else [tuple(int(p) for p in row) for row in decoded]
+
     return [SampleOutcome(i, lab, c, a, cp, ap, sp, g, f) for i, lab, c, a, cp, ap, sp, g, f in
-            zip(record.dataset.sample_indices, s.label, s.clean_correct, s.adv_correct, column(s.clean_preds, tuple),
-                column(s.adv_preds, tuple), column(s.select_preds, tuple), column(s.gradient_draws),
-                column(s.forward_draws))]
+            zip(record.dataset.sample_indices, s.label, s.clean_correct, s.adv_correct, draws("clean_preds"),
+                draws("adv_preds"), draws("select_preds"), column(s.gradient_draws), column(s.forward_draws))]
 
 
 def replay_request(record: Any, n_samples: int | None = None, indices: list[int] | None = None) -> RunRequest:

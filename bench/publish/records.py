@@ -105,18 +105,46 @@ class Samples(BaseModel):
     draws were correct. Schema 2 adds, per sample, every draw's predicted class: ``clean_preds``
     and ``adv_preds`` (the evaluation draws) and ``select_preds`` (the attacker's selection draws
     of the adversarial input, which choose the per-image worst case on the leaderboard), plus the
-    attack's own verdict (``reported``) and its cost (``gradient_draws`` / ``forward_draws``)."""
+    attack's own verdict (``reported``) and its cost (``gradient_draws`` / ``forward_draws``).
+
+    Per-draw classes are written one string per sample, each draw's class in a fixed number of
+    decimal digits (1 for up to 10 classes, 2 for CIFAR-100): ``"5585555555"`` is ten draws. A
+    record stays one line per sample per field, and ten thousand of them parse in a fraction of
+    the time lists of integers take (the site build reads them all)."""
 
     model_config = ConfigDict(extra="forbid")
     label: list[int]
     clean_correct: list[int]
     adv_correct: list[int]
-    clean_preds: list[list[int]] | None = None
-    adv_preds: list[list[int]] | None = None
-    select_preds: list[list[int]] | None = None
+    clean_preds: list[str] | None = None
+    adv_preds: list[str] | None = None
+    select_preds: list[str] | None = None
     reported: list[float] | None = None
     gradient_draws: list[int] | None = None
     forward_draws: list[int] | None = None
+
+
+def pred_width(dataset: str) -> int:
+    """Decimal digits per draw in a record's per-draw strings: 1 for up to 10 classes, else 2."""
+    from bench.zoo.labels import NUM_CLASSES
+
+    return 1 if NUM_CLASSES.get(dataset, 10) <= 10 else 2
+
+
+def encode_preds(rows: Any, width: int) -> list[str]:
+    """(n, K) classes -> n strings of K fixed-width decimal classes."""
+    return ["".join(f"{int(p):0{width}d}" for p in row) for row in rows]
+
+
+def decode_preds(rows: list[str], width: int) -> Any:
+    """n strings of K fixed-width decimal classes -> (n, K) int64 array (numpy on the bytes: a site
+    build decodes millions of draws)."""
+    import numpy as np
+
+    digits = np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    if width == 2:
+        digits = digits[0::2] * 10 + digits[1::2]
+    return digits.reshape(len(rows), -1) if rows else digits.reshape(0, 0)
 
 
 class Record(BaseModel):
@@ -147,6 +175,7 @@ class Record(BaseModel):
     samples: Samples
     _text: str = PrivateAttr(default="")  # the file as read, stored verbatim by the site build
     _labels_checked: bool = PrivateAttr(default=False)  # labels compared with the dataset (validate_record)
+    _decoded: dict[str, Any] = PrivateAttr(default_factory=dict)  # per-draw classes as arrays (preds)
 
     @model_validator(mode="after")
     def _consistent(self) -> Record:
@@ -165,20 +194,21 @@ class Record(BaseModel):
                 raise ValueError(f"samples.{name} has {len(values)} entries, n_samples is {n}")
             if name.endswith("_correct") and values and (min(values) < 0 or max(values) > k):
                 raise ValueError(f"samples.{name} has counts outside 0..eval_draws={k}")
+        from bench.zoo.labels import NUM_CLASSES
+
+        classes = NUM_CLASSES.get(self.dataset.name)
+        bad = sorted({label for label in samples.label if not 0 <= label < (classes or 10**9)})
+        if bad:
+            raise ValueError(f"samples.label: classes {bad[:10]} outside 0..{classes - 1} of {self.dataset.name}")
         per_draw = {name: getattr(samples, name) for name in ("clean_preds", "adv_preds", "select_preds")}
         if self.schema_version >= 2:
             absent = [name for name, value in per_draw.items() if value is None]
             if absent:
                 raise ValueError(f"schema 2 records carry per-draw outcomes; samples.{', samples.'.join(absent)} missing")
-            import numpy as np
-
+            width = pred_width(self.dataset.name)
             for name, rows in per_draw.items():
-                try:
-                    shape = np.asarray(rows, dtype=np.int64).shape
-                except ValueError:  # ragged rows
-                    shape = ()
-                if shape != (n, k):
-                    raise ValueError(f"samples.{name} must be {n} rows of eval_draws={k} predicted classes")
+                if len(rows) != n or any(len(row) != k * width or not row.isdigit() for row in rows):
+                    raise ValueError(f"samples.{name} must be {n} strings of eval_draws={k} classes of {width} digit(s)")
         elif any(value is not None for value in per_draw.values()):
             raise ValueError("per-draw outcomes need schema_version 2")
         _check_times(self.created_at, self.finished_at)
@@ -191,6 +221,14 @@ class Record(BaseModel):
             raise ValueError("; ".join(problems))
         return self
 
+    def preds(self, name: str) -> Any:
+        """Per-draw classes ``samples.<name>`` (``clean_preds``, ``adv_preds``, ``select_preds``) as an
+        (n, K) int array (None in schema 1), decoded once."""
+        if name not in self._decoded:
+            rows = getattr(self.samples, name)
+            self._decoded[name] = None if rows is None else decode_preds(rows, pred_width(self.dataset.name))
+        return self._decoded[name]
+
     def outcomes(self) -> Any:
         """The per-sample outcomes as :class:`bench.publish.derive.Outcomes`."""
         import numpy as np
@@ -199,8 +237,8 @@ class Record(BaseModel):
 
         s = self.samples
         if s.adv_preds is not None and s.clean_preds is not None:
-            return Outcomes.from_predictions(s.label, s.clean_preds, s.adv_preds, s.select_preds, s.reported,
-                                             s.gradient_draws, s.forward_draws)
+            return Outcomes.from_predictions(s.label, self.preds("clean_preds"), self.preds("adv_preds"),
+                                             self.preds("select_preds"), s.reported, s.gradient_draws, s.forward_draws)
         return Outcomes(np.asarray(s.label), np.asarray(s.clean_correct), np.asarray(s.adv_correct), self.eval_draws,
                         reported=None if s.reported is None else np.asarray(s.reported))
 
@@ -404,17 +442,17 @@ def record_from_run(run: Any) -> dict[str, Any]:
     def per_sample(key: str) -> list[Any] | None:
         return [info[key] for info in infos] if rows and all(key in info for info in infos) else None
 
+    preds = {name: [list(getattr(r, name)) for r in rows] for name in ("clean_preds", "adv_preds", "select_preds")}
+    width = pred_width(run.dataset)
     samples = {
         "label": [r.label for r in rows],
-        "clean_preds": [list(r.clean_preds) for r in rows],
-        "adv_preds": [list(r.adv_preds) for r in rows],
-        "select_preds": [list(r.select_preds) for r in rows],
+        **{name: encode_preds(value, width) for name, value in preds.items()},
         "reported": per_sample("reported_correct"),
         "gradient_draws": per_sample("gradient_draws"),
         "forward_draws": per_sample("forward_draws"),
     }
-    derived = derive(Outcomes.from_predictions(samples["label"], samples["clean_preds"], samples["adv_preds"],
-                                               samples["select_preds"], samples["reported"],
+    derived = derive(Outcomes.from_predictions(samples["label"], preds["clean_preds"], preds["adv_preds"],
+                                               preds["select_preds"], samples["reported"],
                                                samples["gradient_draws"], samples["forward_draws"]))
     protocol = (run.runtime or {}).get("protocol")
     record = {

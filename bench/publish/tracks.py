@@ -139,7 +139,7 @@ def _ranking_attacks(protocol: Protocol) -> tuple[str, ...]:
 def _draws_correct(body: Any, name: str) -> np.ndarray:
     """(n, K) bool: which of a record's draws (``adv_preds`` or ``select_preds``) were correct."""
     labels = np.asarray(body.samples.label)[:, None]
-    return np.asarray(getattr(body.samples, name)) == labels
+    return body.preds(name) == labels
 
 
 def build_tracks(rows: list[Any], parsed: Any, titles: dict[str, str]) -> list[Track]:
