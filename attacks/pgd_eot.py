@@ -96,6 +96,10 @@ class PGDEoT(Attack):
     description = "PGD-EoT with exact gradients through the whole purification chain (20 steps, EoT 10)"
     config_cls = PGDEoTConfig
 
+    # called as on_step(step, x_adv) after every PGD step (the trajectory and landscape studies read
+    # the iterates); not part of the config, so it never changes a stored run
+    on_step = None
+
     def planned_draws(self) -> tuple[int, int]:
         cfg = self.config
         forward = cfg.steps * cfg.select_draws if cfg.select == "best" else (cfg.select_draws if cfg.restarts > 1 else 0)
@@ -145,6 +149,8 @@ class PGDEoT(Attack):
                 norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                 direction = grad / norms.view(-1, *([1] * (x.dim() - 1)))
             x_adv = project(x, x_adv + cfg.step_size * direction, cfg.norm, cfg.eps)
+            if self.on_step is not None:
+                self.on_step(global_step, x_adv.detach().clone())
             if cfg.select == "best":
                 acc = attacker_accuracy(target, x_adv, y, (SELECT_STEP, "iterate", global_step), cfg.select_draws)
                 better = acc < best_acc if best_acc is not None else torch.ones_like(acc, dtype=torch.bool)

@@ -65,3 +65,15 @@ def test_one_perf_run_prints_every_section_asked_for(monkeypatch, capsys) -> Non
     calls.clear()
     assert main(["perf", "--leaderboard", "30"]) == 0  # a section flag alone: only that section
     assert calls == [("site", 30)]
+
+
+def test_the_leaderboard_timing_runs_at_small_n_and_writes_a_report(tmp_path) -> None:
+    from bench.cli.main import main
+    from bench.harness import perf
+
+    line = perf.measure_leaderboard_build(30)
+    assert line.startswith("(e) leaderboard build: 30 records") and "target <= 5 s" in line
+    report = tmp_path / "performance-report.md"
+    assert main(["perf", "--leaderboard", "24", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert text.startswith("# Performance report (generated)") and "- commit:" in text and "24 records" in text

@@ -26,11 +26,15 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    study = sub.add_parser("study", help="run a diagnostic study: eot | nfe | settings | budget (stored, with a plot)")
-    study.add_argument("name", help="eot | nfe | settings | budget")
+    study = sub.add_parser("study", help="run a diagnostic study: eot | nfe | settings | budget | gradsim | efficacy | "
+                                         "trajectory | landscape | addt-settings (stored, with a plot)")
+    study.add_argument("name", help="eot | nfe | settings | budget | gradsim | efficacy | trajectory | landscape | "
+                                    "addt-settings")
     study.add_argument("--defense", help="defense (default dp_ddpm; nfe: dp_ddpm and dp_ddim)")
     study.add_argument("--values", help="comma-separated sweep (eot: 1,2,4,8,16; nfe: 2,5,10,20,50,100; "
-                       "settings: white,dw_fwd,dw_both,dw_semi:8; budget: fractions 0.25,0.5,1 of each attack's iterations)")
+                       "settings: white,dw_fwd,dw_both,dw_semi:8; budget: fractions 0.25,0.5,1 of each attack's iterations; "
+                       "gradsim: k = 1,2,...,512; efficacy: semi-K = 1,...,128; landscape: grid size 9; "
+                       "addt-settings: NFE 5,10,20)")
     study.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
     study.add_argument("--n-samples", type=int, default=64, help="images per run (default 64)")
     study.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,21 @@
   (counted by the target), each point with its paired difference to ``aa_rand_fixed`` at the
   largest budget. Other options per attack: ``--attack-opt ATTACK.KEY=VALUE``.
 
+The ADDT paper's analyses (:mod:`bench.harness.analyses`), on the study's first images:
+
+- ``gradsim`` (Fig. 7): the cosine between the White-box EoT-k gradient and the DW-box gradient
+  for k = 1 … 512 (powers of two), per image with a 95% interval, and robust accuracy under
+  PGD20-EoT-k for the values of k up to ``--attack-opt max_attack_eot`` (default 16);
+- ``efficacy`` (Fig. 8): the expected-loss increase of one FGSM step of one grey level crafted
+  under DW-box and under DW_semi-K (K = 1 … 128), against random signs;
+- ``trajectory`` (Fig. 1): PGD20 iterates under White-box EoT-1, EoT-10 and DW-box, embedded
+  together by t-SNE, with the final loss per setting;
+- ``landscape`` (Fig. 3, App. D): the expected loss on the plane of the DW-box PGD20 direction and
+  the orthogonal part of the White-box PGD20-EoT10 direction, both trajectories on it, averaged
+  over the images;
+- ``addt-settings`` (Figs. 6 / 9): a defense and its ADDT twin under White-box and DW_Both
+  across NFE.
+
 Each study prints a Markdown table and writes an SVG plot (``<out>/<study id>-<name>.svg``).
 """
 
@@ -264,3 +279,177 @@ def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
         session.add(Study(id=study_id, name=name, config=config, run_ids=run_ids, results=results,
                           plot_path=str(plot_path)))
     return StudyResult(study_id, table, plot_path, run_ids, results)
+
+
+# -- the paper's analyses -------------------------------------------------------------------------
+
+def _subject(request: StudyRequest, defense: str) -> Any:
+    """The study's defense (at its protocol budgets), first images and noise, for the analyses."""
+    from bench.core.noise import NoiseSource
+    from bench.harness.analyses import Subject
+    from bench.harness.components import build_components
+    from bench.harness.request import RunRequest, normalized_request
+    from bench.zoo.datasets import select_indices
+
+    wanted = normalized_request(RunRequest(defense=defense, attack="pgd_eot", dataset=request.dataset,
+                                           defense_options=dict(request.defense_options)))
+    parts = build_components(defense=defense, defense_config=wanted.defense_config, attack="pgd_eot",
+                             attack_config=wanted.attack_config, setting="white", dataset=request.dataset,
+                             runtime={"device": "cpu", "dtype": "float32", "checkpoint": "auto", "memory_budget": None},
+                             classifier=wanted.classifier)
+    ids = select_indices(parts.split, request.n_samples)
+    return Subject(parts.model, parts.split.images[ids], parts.split.labels[ids], ids, NoiseSource(request.seed)), wanted
+
+
+def _mean_interval(values: Any) -> tuple[float, float, float]:
+    """Mean of per-image values with a 95% normal-approximation interval (values need not be in [0, 1])."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    half = 1.959963984540054 * (v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+@STUDIES.register("gradsim")
+def gradsim_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    from bench.harness.analyses import gradient_similarity
+
+    defense = request.defense or "dp_ddpm"
+    values = [int(v) for v in (request.values or [str(2**i) for i in range(10)])]
+    if any(v < 1 for v in values):
+        raise ConfigError(f"gradsim values {values} must be positive integers")
+    import dataclasses
+
+    options = dict(request.attack_options)
+    max_attack = int(options.pop("max_attack_eot", 16))
+    request = dataclasses.replace(request, attack_options=options)
+    subject, _ = _subject(request, defense)
+    cosines = gradient_similarity(subject, values)
+    run_ids, rows = [], []
+    for k in values:
+        row = {"k": k, "cosine": _mean_interval(cosines[k]), "per_image": cosines[k].tolist()}
+        if k <= max_attack:
+            run_id, metrics = _run(engine, request, defense=defense, attack_options={**options, "eot": k})
+            run_ids.append(run_id)
+            row.update(run_id=run_id, robust=_acc(metrics, "robust"))
+        rows.append(row)
+    table = "\n".join(
+        ["| k (EoT draws) | cos(White EoT-k, DW-box) mean [95% CI] | robust (PGD20-EoT-k) [95% CI] |", "|---|---|---|"]
+        + [f"| {r['k']} | {r['cosine'][0]:.3f} [{r['cosine'][1]:.3f}, {r['cosine'][2]:.3f}] | "
+           f"{_fmt(r['robust']) if 'robust' in r else '–'} |" for r in rows])
+    series = [Series("gradient cosine", [(r["k"], r["cosine"][0]) for r in rows],
+                     [(r["cosine"][1], r["cosine"][2]) for r in rows])]
+    attacked = [r for r in rows if "robust" in r]
+    if attacked:
+        series.append(Series("robust accuracy", [(r["k"], r["robust"]["acc"]) for r in attacked],
+                             [(r["robust"]["ci_low"], r["robust"]["ci_high"]) for r in attacked], dashed=True))
+    svg = line_chart(series, title=f"Gradient similarity to the DW-box gradient: {defense} on {request.dataset}",
+                     x_label="k (White-box EoT draws)", y_label="value", log_x=True, y_range=(-0.1, 1.0))
+    return run_ids, {"defense": defense, "rows": rows}, table, svg
+
+
+@STUDIES.register("efficacy")
+def efficacy_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    from bench.harness.analyses import fgsm_efficacy
+    from bench.publish.svg import bar_chart
+
+    defense = request.defense or "dp_ddpm"
+    semi = [int(v) for v in (request.values or ["1", "2", "4", "8", "16", "32", "64", "128"])]
+    subject, _ = _subject(request, defense)
+    step = 1 / 16 if request.dataset == "toy" else 1 / 255  # one grey level
+    increases = fgsm_efficacy(subject, step, semi, request.eval_draws)
+    rows = [{"method": name, "increase": _mean_interval(v), "per_image": v.tolist()} for name, v in increases.items()]
+    table = "\n".join(["| FGSM direction | expected-loss increase mean [95% CI] |", "|---|---|"]
+                      + [f"| {r['method']} | {r['increase'][0]:+.4f} [{r['increase'][1]:+.4f}, {r['increase'][2]:+.4f}] |"
+                         for r in rows])
+    top = max(max(abs(r["increase"][1]), abs(r["increase"][2])) for r in rows) or 1.0
+    svg = bar_chart([(r["method"], max(r["increase"][0], 0) / top, max(r["increase"][1], 0) / top,
+                      max(r["increase"][2], 0) / top) for r in rows],
+                    title=f"FGSM efficacy (one grey level): {defense} on {request.dataset}",
+                    x_label=f"expected-loss increase, as a fraction of {top:.3g} (95% CI)")
+    return [], {"defense": defense, "step": step, "rows": rows}, table, svg
+
+
+def _trajectory_paths(request: StudyRequest, subject: Any) -> dict[str, Any]:
+    from bench.harness.analyses import pgd_iterates
+    from bench.harness.request import THREAT_DEFAULTS
+
+    eps, step_size = THREAT_DEFAULTS[request.dataset]["linf"]
+    steps = int(request.attack_options.get("steps", 20))
+    return {"White-box EoT-1": pgd_iterates(subject, "white", 1, steps, eps, step_size),
+            "White-box EoT-10": pgd_iterates(subject, "white", 10, steps, eps, step_size),
+            "DW-box": pgd_iterates(subject, "dw_both", 1, steps, eps, step_size)}
+
+
+@STUDIES.register("trajectory")
+def trajectory_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    from bench.harness.analyses import expected_loss, tsne_trajectories
+
+    defense = request.defense or "dp_ddpm"
+    subject, _ = _subject(request, defense)
+    paths = _trajectory_paths(request, subject)
+    embedded = tsne_trajectories(paths, seed=request.seed)
+    losses = {name: [expected_loss(subject, it, request.eval_draws, key=("trajectory", name, t)).tolist()
+                     for t, it in enumerate(iterates)] for name, iterates in paths.items()}
+    rows = [{"setting": name, "final_loss": _mean_interval(losses[name][-1]),
+             "tsne": embedded[name].tolist(), "loss": losses[name]} for name in paths]
+    table = "\n".join(["| attacker | final expected loss mean [95% CI] |", "|---|---|"]
+                      + [f"| {r['setting']} | {r['final_loss'][0]:.3f} [{r['final_loss'][1]:.3f}, {r['final_loss'][2]:.3f}] |"
+                         for r in rows])
+    svg = line_chart([Series(name, [tuple(p) for p in embedded[name][:, 0, :].tolist()], ordered=True)
+                      for name in paths],
+                     title=f"PGD20 trajectories of image {subject.ids[0]} in t-SNE coordinates: {defense}",
+                     x_label="t-SNE 1", y_label="t-SNE 2")
+    return [], {"defense": defense, "rows": rows, "images": subject.ids}, table, svg
+
+
+@STUDIES.register("landscape")
+def landscape_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    from bench.harness.analyses import loss_landscape
+    from bench.publish.svg import heatmap
+
+    defense = request.defense or "dp_ddpm"
+    grid = int(request.values[0]) if request.values else 9
+    subject, _ = _subject(request, defense)
+    paths = {k: v for k, v in _trajectory_paths(request, subject).items() if k != "White-box EoT-1"}
+    land = loss_landscape(subject, paths, "DW-box", "White-box EoT-10", grid, request.eval_draws)
+    mean = land.loss.mean(axis=0)
+    rows = []
+    for name, coords in land.paths.items():
+        end = coords[-1].mean(axis=0)
+        rows.append({"path": name, "end": end.tolist(), "max_residual": float(land.residuals[name][-1].max())})
+    table = "\n".join(["| trajectory | mean endpoint on the plane (d1, d2) | endpoint distance from the plane |",
+                       "|---|---|---|"] + [f"| {r['path']} | ({r['end'][0]:.3f}, {r['end'][1]:.3f}) | {r['max_residual']:.2e} |"
+                                          for r in rows])
+    svg = heatmap(mean.tolist(), land.alphas.tolist(), land.betas.tolist(),
+                  title=f"Loss landscape (mean over {len(subject.ids)} images): {defense} on {request.dataset}",
+                  x_label="d1: DW-box PGD20 direction", y_label="d2: White-box EoT10, orthogonal part",
+                  paths=[Series(name, [tuple(p) for p in coords.mean(axis=1).tolist()]) for name, coords in land.paths.items()])
+    return [], {"defense": defense, "alphas": land.alphas.tolist(), "betas": land.betas.tolist(),
+                "mean_loss": mean.tolist(), "rows": rows}, table, svg
+
+
+@STUDIES.register("addt-settings")
+def addt_settings_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    defense = request.defense or "dp_ddpm"
+    twin = f"{defense}_addt"
+    values = [int(v) for v in (request.values or ["5", "10", "20"])]
+    run_ids, rows = [], []
+    for name in (defense, twin):
+        for setting in ("white", "dw_both"):
+            for nfe in values:
+                run_id, metrics = _run(engine, request, defense=name, setting=setting, defense_options={"nfe": nfe})
+                run_ids.append(run_id)
+                rows.append({"defense": name, "setting": setting, "nfe": nfe, "run_id": run_id,
+                             "robust": _acc(metrics, "robust")})
+    table = "\n".join(["| defense | setting | NFE | robust [95% CI] | run |", "|---|---|---|---|---|"]
+                      + [f"| {r['defense']} | {r['setting']} | {r['nfe']} | {_fmt(r['robust'])} | {r['run_id']} |"
+                         for r in rows])
+    series = [Series(f"{name} {setting}", [(r["nfe"], r["robust"]["acc"]) for r in rows
+                                           if r["defense"] == name and r["setting"] == setting],
+                     [(r["robust"]["ci_low"], r["robust"]["ci_high"]) for r in rows
+                      if r["defense"] == name and r["setting"] == setting], dashed=setting == "dw_both")
+              for name in (defense, twin) for setting in ("white", "dw_both")]
+    svg = line_chart(series, title=f"ADDT vs vanilla across NFE and settings: {defense}", x_label="NFE",
+                     y_label="robust accuracy (expected)", log_x=True, y_range=(0.0, 1.0))
+    return run_ids, {"defense": defense, "rows": rows}, table, svg

@@ -23,6 +23,7 @@ class Series:
     errors: Sequence[tuple[float, float]] | None = None
     dashed: bool = False
     meta: dict[str, str] = field(default_factory=dict)
+    ordered: bool = False  # draw the points in the given order (a trajectory), not sorted by x
 
 
 CHAR_WIDTH = {11: 6.4, 13: 7.6}  # an upper bound of sans-serif glyph widths per font size (px), for layout
@@ -106,7 +107,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
                f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
-        points = sorted(s.points)
+        points = list(s.points) if s.ordered else sorted(s.points)
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
         dash = ' stroke-dasharray="5,3"' if s.dashed else ""
         out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
@@ -218,5 +219,65 @@ def scatter_chart(points: Sequence[Point], *, title: str, x_label: str, y_label:
         x_text = px(p.x) - 6 if anchor_left else px(p.x) + 6
         out.append(f'<text x="{x_text:.1f}" y="{py(p.y) - 5 - (i % 2) * 9:.1f}" '
                    f'text-anchor="{"end" if anchor_left else "start"}" fill="#333">{escape(p.label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def heatmap(values: Sequence[Sequence[float]], xs: Sequence[float], ys: Sequence[float], *, title: str,
+            x_label: str, y_label: str, paths: Sequence[Series] = (), size: int = 360) -> str:
+    """A grid of values (rows = ys, columns = xs) as coloured cells (light = low, dark = high),
+    with optional paths drawn over it in data coordinates; a colour bar gives the scale."""
+    legend = max((text_width(p.label) for p in paths), default=0.0)
+    left, right, bottom = 60, int(max(legend + 44, text_width("loss 0.0000 (light) to 0.0000 (dark)") + 16)), 46
+    width = left + size + right
+    title_lines, title_height = _title(title, width)
+    top = title_height + 16
+    height = top + size + bottom
+    flat = [v for row in values for v in row]
+    low, high = (min(flat), max(flat)) if flat else (0.0, 1.0)
+    span = (high - low) or 1.0
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+
+    def px(x: float) -> float:
+        return left + (x - x0) / ((x1 - x0) or 1.0) * size
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y0) / ((y1 - y0) or 1.0)) * size
+
+    def shade(v: float) -> str:
+        t = (v - low) / span
+        return f"rgb({int(255 - 200 * t)},{int(255 - 170 * t)},{int(255 - 60 * t)})"
+
+    cell_w, cell_h = size / max(len(xs), 1), size / max(len(ys), 1)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<title>{escape(title)}</title>', *title_lines,
+    ]
+    for j, row in enumerate(values):
+        for i, v in enumerate(row):
+            out.append(f'<rect x="{left + i * cell_w:.1f}" y="{top + size - (j + 1) * cell_h:.1f}" width="{cell_w + 0.5:.1f}" '
+                       f'height="{cell_h + 0.5:.1f}" fill="{shade(v)}"><title>{v:.4g}</title></rect>')
+    out.append(f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#999"/>')
+    for tick in _ticks(x0, x1):
+        out.append(f'<text x="{px(tick):.1f}" y="{top + size + 15}" text-anchor="middle">{tick:.3g}</text>')
+    for tick in _ticks(y0, y1):
+        out.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
+    out.append(f'<text x="{left + size / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + size / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + size / 2:.0f})">{escape(y_label)}</text>')
+    for k, series in enumerate(paths):
+        color = PALETTE[(k + 1) % len(PALETTE)]
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in series.points)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        if series.points:
+            x, y = series.points[-1]
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{color}"/>')
+        legend_y = top + 14 + 16 * k
+        out.append(f'<line x1="{left + size + 10}" x2="{left + size + 28}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
+                   f'stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{left + size + 32}" y="{legend_y}">{escape(series.label)}</text>')
+    bar_y = top + 16 * (len(paths) + 1) + 10
+    out.append(f'<text x="{left + size + 10}" y="{bar_y}">loss {low:.3g} (light) to {high:.3g} (dark)</text>')
     out.append("</svg>")
     return "\n".join(out)
