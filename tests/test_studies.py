@@ -120,5 +120,9 @@ def test_paper_analysis_studies_store_export_and_plot(name: str, tmp_path) -> No
                            attack_options={"steps": 2, "max_attack_eot": 1} if name == "gradsim" else {"steps": 2})
     result = run_study(engine, name, request)
     assert result.plot_path.read_text().startswith("<svg") and "|" in result.table
+    import json
+
+    exported = json.loads(result.plot_path.with_suffix(".json").read_text())
+    assert exported["name"] == name and exported["results"] and exported["git_commit"]
     with Session(engine) as session:
         assert session.get(Study, result.study_id).name == name

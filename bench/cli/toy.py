@@ -16,6 +16,8 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
 
     config = ToyTrainConfig(seed=args.seed, unet_steps=args.unet_steps)
     only = tuple(args.only.split(",")) if args.only else TOY_MODELS
+    if args.classifier:
+        only = ("classifier-at",) if args.classifier == "at" else ("classifier",)
     manifest = train_toy_suite(config, Path(args.out) if args.out else ASSETS, progress=lambda m: print(m, file=sys.stderr), only=only)
     print(json.dumps({"metrics": manifest["metrics"], "files": manifest["files"]}, indent=2))
     return 0
@@ -28,5 +30,7 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--unet-steps", type=int, default=6000)
     train.add_argument("--out", help="output folder (default: bench/zoo/toy_assets, the committed copy)")
-    train.add_argument("--only", help="comma-separated subset of classifier,ddpm,vp,edm (default: all)")
+    train.add_argument("--only", help="comma-separated subset of classifier,classifier-at,ddpm,vp,edm (default: all)")
+    train.add_argument("--classifier", choices=["standard", "at"],
+                       help="train only that classifier (at: PGD-7 adversarial training at the toy threat model)")
     train.set_defaults(func=_cmd_toy_train)

@@ -275,6 +275,14 @@ def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
     config = {"defense": request.defense, "dataset": request.dataset, "n_samples": request.n_samples,
               "seed": request.seed, "values": request.values, "defense_options": request.defense_options,
               "attack_options": request.attack_options, "eval_draws": request.eval_draws}
+    import json
+
+    from bench.core.provenance import git_commit
+
+    # the study as a file beside its plot: what ran, at which commit, and every value it measured
+    plot_path.with_suffix(".json").write_text(json.dumps(
+        {"study_id": study_id, "name": name, "config": config, "git_commit": git_commit(), "run_ids": run_ids,
+         "results": results, "table": table}, indent=1, default=str) + "\n", encoding="utf-8")
     with Session(engine) as session, session.begin():
         session.add(Study(id=study_id, name=name, config=config, run_ids=run_ids, results=results,
                           plot_path=str(plot_path)))

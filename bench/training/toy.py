@@ -49,8 +49,25 @@ class ToyTrainConfig:
     ema_decay: float = 0.999
 
 
-def train_classifier(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info) -> tuple[ToyClassifier, float]:
-    """Train the toy CNN on the digits train split; returns (model, test accuracy)."""
+AT_EPS, AT_STEP, AT_STEPS = 0.25, 0.0625, 7  # the toy ℓ∞ threat model (ε = 4 grey levels), PGD-7 with ε/4 steps
+
+
+def _pgd_training_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Madry et al.'s inner maximisation: PGD-7 from a uniform random start in the ℓ∞ ball."""
+    delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * AT_EPS
+    x_adv = (x + delta).clamp(0, 1)
+    for _ in range(AT_STEPS):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = (x + (x_adv.detach() + AT_STEP * grad.sign() - x).clamp(-AT_EPS, AT_EPS)).clamp(0, 1)
+    return x_adv.detach()
+
+
+def train_classifier(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.info,
+                     adversarial: bool = False) -> tuple[ToyClassifier, float]:
+    """Train the toy CNN on the digits train split; returns (model, clean test accuracy). With
+    ``adversarial``, PGD adversarial training (Madry et al. 2018): every batch is replaced by its
+    PGD-7 adversarial examples at the toy threat model (ℓ∞ ε = 0.25) before the update."""
     from bench.zoo.datasets import load_digits_split
 
     train, test = load_digits_split(True), load_digits_split(False)
@@ -62,7 +79,10 @@ def train_classifier(cfg: ToyTrainConfig, progress: Callable[[str], None] = log.
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), 64):
             idx = order[start : start + 64]
-            loss = F.cross_entropy(model(train.images[idx]), train.labels[idx])
+            inputs = train.images[idx]
+            if adversarial:
+                inputs = _pgd_training_examples(model, inputs, train.labels[idx], generator)
+            loss = F.cross_entropy(model(inputs), train.labels[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -154,9 +174,11 @@ def train_toy_suite(
     manifest.setdefault("models", {})
     for kind in only:
         started = time.perf_counter()
-        if kind == "classifier":
-            model, metric = train_classifier(cfg, progress)
-            name, metrics = "toy_classifier", {"classifier_test_accuracy": metric}
+        if kind in ("classifier", "classifier-at"):
+            adversarial = kind == "classifier-at"
+            model, metric = train_classifier(cfg, progress, adversarial=adversarial)
+            name = "toy_classifier_at" if adversarial else "toy_classifier"
+            metrics = {f"{kind.replace('-', '_')}_test_accuracy": metric}
         else:
             model, metric = train_denoiser(kind, cfg, progress)
             name, metrics = TOY_FILES[kind], {f"{kind}_final_loss": metric}
@@ -166,5 +188,5 @@ def train_toy_suite(
         manifest["models"][kind] = {"file": path.name, "train_seconds": round(time.perf_counter() - started, 1),
                                     "train_config": asdict(cfg)}
     _manifest_header(manifest)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -2,7 +2,8 @@
 
 Specs (``bench run --classifier SPEC``; the default depends on the dataset):
 
-- ``toy``: the committed toy CNN (default for ``--dataset toy``).
+- ``toy``: the committed toy CNN (default for ``--dataset toy``); ``toy-at``: its PGD-adversarially
+  trained twin (``bench toy train --only classifier-at``), a deterministic robust baseline.
 - ``robustbench:NAME``: RobustBench's ``load_model(NAME, dataset, threat_model)``, cached in
   ``$BENCH_CACHE/robustbench/<dataset>/<Linf|L2>/NAME.pt``. ``robustbench:Standard`` (WRN-28-10,
   standard training, no normalisation layer) is the CIFAR-10 default, as in DiffPure and ADDT.
@@ -28,7 +29,7 @@ NUM_CLASSES = {"toy": 10, "cifar10": 10, "cifar100": 100}
 # GDMP/ADDT's WRN-28-10 (meliketoy/wide-resnet.pytorch) input normalisation.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-SPEC_FORMS = "toy, robustbench:NAME (e.g. robustbench:Standard), wrn-28-10:PATH"
+SPEC_FORMS = "toy, toy-at (PGD-adversarially trained), robustbench:NAME (e.g. robustbench:Standard), wrn-28-10:PATH"
 
 
 class Normalized(nn.Module):
@@ -57,14 +58,14 @@ def load_classifier(dataset: str, spec: str | None = None, norm: str = "linf") -
     """The classifier ``spec`` (default: the dataset's) in eval mode with frozen weights."""
     spec = spec or default_classifier(dataset)
     kind, _, arg = spec.partition(":")
-    if kind == "toy" and not arg:
+    if kind in ("toy", "toy-at") and not arg:
         if dataset != "toy":
-            raise ConfigError(f"--classifier toy only works with --dataset toy, not {dataset}")
+            raise ConfigError(f"--classifier {kind} only works with --dataset toy, not {dataset}")
         from bench.zoo.toy import load_toy_classifier
 
-        model = load_toy_classifier()
+        model = load_toy_classifier(adversarial=kind == "toy-at")
     elif dataset == "toy":
-        raise ConfigError(f"--classifier {spec!r} does not fit --dataset toy (8x8 grey digits); use toy")
+        raise ConfigError(f"--classifier {spec!r} does not fit --dataset toy (8x8 grey digits); use toy or toy-at")
     elif kind == "robustbench" and arg:
         model = load_robustbench(arg, dataset, norm)
     elif kind == "wrn-28-10" and arg:

@@ -44,7 +44,7 @@ TOY_SONGUNET_CONFIG: dict[str, Any] = dict(
     img_resolution=8, channels=1, augment_dim=0, model_channels=8, channel_mult=(1, 2), num_blocks=1,
     attn_resolutions=(4,), dropout=0.0,
 )
-TOY_MODELS = ("classifier", "ddpm", "vp", "edm")
+TOY_MODELS = ("classifier", "classifier-at", "ddpm", "vp", "edm")
 """What ``bench toy train`` can produce: the CNN, the DDPM UNet2DModel (dp_ddpm, dp_ddim,
 gdmp), the continuous-VP NCSN++ (diffpure, diffpure_pc) and the EDM SongUNet (dp_edm)."""
 
@@ -124,9 +124,10 @@ def _asset(stem: str, where: Path | None) -> Path:
     return where if where.suffix == ".safetensors" else where / f"{stem}.safetensors"
 
 
-def load_toy_classifier(where: Path | None = None) -> ToyClassifier:
+def load_toy_classifier(where: Path | None = None, adversarial: bool = False) -> ToyClassifier:
+    """The toy CNN, or with ``adversarial`` its PGD-adversarially-trained twin (``toy-at``)."""
     model = ToyClassifier()
-    model.load_state_dict(_load_verified(_asset("toy_classifier", where)))
+    model.load_state_dict(_load_verified(_asset("toy_classifier_at" if adversarial else "toy_classifier", where)))
     return model.eval().requires_grad_(False)
 
 
