@@ -17,7 +17,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         defense=args.defense, dataset=args.dataset, n_samples=args.n_samples, seed=args.seed,
         values=[v.strip() for v in args.values.split(",")] if args.values else [],
         defense_options=parse_overrides(args.defense_opt), attack_options=parse_overrides(args.attack_opt),
-        eval_draws=args.draws, out_dir=Path(args.out),
+        eval_draws=args.draws, out_dir=Path(args.out), classifier=args.classifier,
     )
     result = run_study(open_store(args.db), args.name, request)
     print(result.table)
@@ -38,6 +38,7 @@ def add_parsers(sub: Any) -> None:
     study.add_argument("--dataset", default="toy", help="toy | cifar10 | cifar100 (default: toy)")
     study.add_argument("--n-samples", type=int, default=64, help="images per run (default 64)")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--classifier", help="classifier spec (default: the dataset's; toy-at: adversarially trained)")
     study.add_argument("--draws", type=int, default=10, help="evaluation noise draws K (default 10)")
     study.add_argument("--defense-opt", action="append", metavar="KEY=VALUE")
     study.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="pgd_eot option (budget: ATTACK.KEY=VALUE, e.g. diffhammer.draws=5)")

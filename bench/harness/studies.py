@@ -62,6 +62,7 @@ class StudyRequest:
     attack_options: dict[str, Any] = field(default_factory=dict)
     eval_draws: int = 10
     out_dir: Path = Path("results/studies")
+    classifier: str | None = None  # e.g. toy-at (the landscape of an adversarially trained classifier)
 
 
 @dataclass
@@ -84,6 +85,7 @@ def _run(engine: Engine, request: StudyRequest, *, defense: str, setting: str = 
 
     run_request = RunRequest(
         defense=defense, attack=attack, setting=setting, dataset=request.dataset, n_samples=request.n_samples,
+        classifier=request.classifier,
         seed=request.seed, eval_draws=request.eval_draws,
         defense_options={**request.defense_options, **(defense_options or {})},
         attack_options={**({} if "." in "".join(request.attack_options) else request.attack_options),
@@ -272,7 +274,8 @@ def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
     request.out_dir.mkdir(parents=True, exist_ok=True)
     plot_path = request.out_dir / f"{study_id}-{name}.svg"
     plot_path.write_text(svg)
-    config = {"defense": request.defense, "dataset": request.dataset, "n_samples": request.n_samples,
+    config = {"defense": request.defense, "classifier": request.classifier, "dataset": request.dataset,
+              "n_samples": request.n_samples,
               "seed": request.seed, "values": request.values, "defense_options": request.defense_options,
               "attack_options": request.attack_options, "eval_draws": request.eval_draws}
     import json
@@ -300,7 +303,8 @@ def _subject(request: StudyRequest, defense: str) -> Any:
     from bench.zoo.datasets import select_indices
 
     wanted = normalized_request(RunRequest(defense=defense, attack="pgd_eot", dataset=request.dataset,
-                                           defense_options=dict(request.defense_options)))
+                                           defense_options=dict(request.defense_options),
+                                           classifier=request.classifier))
     parts = build_components(defense=defense, defense_config=wanted.defense_config, attack="pgd_eot",
                              attack_config=wanted.attack_config, setting="white", dataset=request.dataset,
                              runtime={"device": "cpu", "dtype": "float32", "checkpoint": "auto", "memory_budget": None},
