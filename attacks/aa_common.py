@@ -8,6 +8,7 @@ from typing import Literal
 from attacks.apgd import APGD_LOSSES
 from bench.core.attack import validate_budget
 from bench.core.errors import ConfigError
+from bench.core.gradient_modes import parse_gradient_mode
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,10 @@ class AARandConfig:
     n_iter: int = 100
     eot: int = 20
     attacks: tuple[str, ...] = ("apgd-ce", "apgd-dlr")
+    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K (bench.core.gradient_modes)
 
     def __post_init__(self) -> None:
+        parse_gradient_mode(self.gradient)
         validate_budget(self.norm, self.eps)
         if self.n_iter < 1:
             raise ConfigError(f"n_iter={self.n_iter} must be at least 1")

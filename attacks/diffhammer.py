@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from bench.core.attack import Attack, AttackResult, project, register_attack, validate_budget
 from bench.core.errors import ConfigError
+from bench.core.gradient_modes import parse_gradient_mode
 from bench.core.losses import LOSSES, get_loss
 from bench.core.target import StochasticTarget
 from attacks.pgd_eot import RESTART_THRESHOLD, random_start
@@ -82,8 +83,10 @@ class DiffHammerConfig:
     em_alpha: float = 0.5
     rho: float = 0.75
     confirm_draws: int = 20
+    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K (bench.core.gradient_modes)
 
     def __post_init__(self) -> None:
+        parse_gradient_mode(self.gradient)
         validate_budget(self.norm, self.eps)
         for name in ("steps", "restarts", "draws", "n_eot", "confirm_draws"):
             if getattr(self, name) < 1:

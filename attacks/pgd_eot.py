@@ -32,6 +32,7 @@ from bench.core.attack import (
     validate_budget,
 )
 from bench.core.errors import ConfigError
+from bench.core.gradient_modes import parse_gradient_mode
 from bench.core.losses import LOSSES, get_loss
 from bench.core.target import StochasticTarget
 
@@ -51,8 +52,10 @@ class PGDEoTConfig:
     restarts: int = 1
     select_draws: int = 10
     select: Literal["last", "best"] = "last"
+    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K (bench.core.gradient_modes)
 
     def __post_init__(self) -> None:
+        parse_gradient_mode(self.gradient)
         validate_budget(self.norm, self.eps, self.step_size)
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps} must be at least 1")

@@ -82,6 +82,19 @@ class TruncatedDiffusionPurifier(Defense):
 
     # -- Defense interface ----------------------------------------------------------
     @property
+    def forward_scale(self) -> float:
+        """sqrt(ᾱ_{t*}): the forward diffusion's Jacobian (x_t = sqrt(ᾱ)(2x − 1) + …, output (x̂ + 1)/2)."""
+        return float(self.scheduler.alphas_cumprod[self.config.timesteps[0]]) ** 0.5
+
+    def surrogate(self, steps: int) -> TruncatedDiffusionPurifier:
+        """The same chain respaced to ``steps`` reverse steps (``nfe``), same network."""
+        import dataclasses
+
+        if steps == self.config.nfe:
+            return self
+        return type(self)(dataclasses.replace(self.config, nfe=steps), self.unet)
+
+    @property
     def network_calls(self) -> int:
         return len(self.config.timesteps)
 

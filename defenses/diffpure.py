@@ -79,6 +79,19 @@ class DiffPure(Defense):
         return self.config.clamp_output
 
     @property
+    def forward_scale(self) -> float:
+        """sqrt(ᾱ(t*)): the forward diffusion's Jacobian (x_t = sqrt(ᾱ)(2x − 1) + …, output (x̂ + 1)/2)."""
+        return self.schedule.discrete_alpha_bar(self.config.t_star) ** 0.5
+
+    def surrogate(self, steps: int) -> DiffPure:
+        """The same reverse SDE solved with ``steps`` Euler–Maruyama steps (dt = t*/steps), same network."""
+        import dataclasses
+
+        if steps == len(self.config.grid()) - 1:
+            return self
+        return type(self)(dataclasses.replace(self.config, dt=self.config.t_star / steps), self.score_net)
+
+    @property
     def network_calls(self) -> int:
         return (len(self.config.grid()) - 1) * (2 if self.corrector else 1)
 

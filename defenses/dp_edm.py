@@ -58,6 +58,14 @@ class EDMPurifier(Defense):
         self.denoiser = denoiser.eval().requires_grad_(False)  # D(x, σ), EDMPrecond
         self._sigmas, self._gammas = config.sigmas(), config.gammas()
 
+    def surrogate(self, steps: int) -> EDMPurifier:
+        """The same sampler with ``steps`` Heun steps, same denoiser."""
+        import dataclasses
+
+        if steps == self.config.num_steps:
+            return self
+        return type(self)(dataclasses.replace(self.config, num_steps=steps), self.denoiser)
+
     @property
     def network_calls(self) -> int:
         return 2 * self.config.num_steps - 1

@@ -115,6 +115,19 @@ class Defense(nn.Module, ABC):
         """NFE in the paper's convention (number of reverse steps)."""
         return 0
 
+    @property
+    def forward_scale(self) -> float:
+        """d(output)/d(input) of the forward diffusion alone (the reverse taken as the identity):
+        sqrt(ᾱ_{t*}) for DDPM/VP purification, 1 where the input is kept unscaled (EDM)."""
+        return 1.0
+
+    def surrogate(self, steps: int) -> Defense:
+        """The same purifier with ``steps`` reverse steps and the same network (the surrogate of
+        ``gradient=surrogate:K``); families that have one override this."""
+        from bench.core.errors import ConfigError
+
+        raise ConfigError(f"defense {self.name!r} has no surrogate with fewer steps; use another gradient mode")
+
     def check_setting(self, setting: Any) -> None:
         """Refuse an attacker-knowledge setting this defense cannot honour (raise
         :class:`bench.core.errors.ConfigError`); every named-stream defense supports all of them."""

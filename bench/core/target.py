@@ -10,11 +10,13 @@ on batch size or chunking.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from bench.core.defense import DefendedClassifier
+from bench.core.gradient_modes import EXACT, GradientMode
 from bench.core.memory import MemoryPlan
 from bench.core.noise import Key, NoiseBatch, NoiseSource
 from bench.core.settings import Setting
@@ -55,12 +57,15 @@ class StochasticTarget:
         self.forward_draws: dict[int, int] = {}
         # called with ("gradient" | "forward", rows) after every counted pass (progress bars)
         self.on_work: Callable[[str, int], None] | None = None
+        # how gradient passes differentiate through the purification (bench.core.gradient_modes)
+        self.gradient_mode: GradientMode = EXACT
 
     def subset(self, sample_ids: Sequence[int]) -> StochasticTarget:
         """The same target for a subset of the batch's samples (sharing the cost counters)."""
         sub = StochasticTarget(self.model, self.setting, self.noise, sample_ids, self.grad_plan, self.eval_plan)
         sub.gradient_draws, sub.forward_draws = self.gradient_draws, self.forward_draws
         sub.on_work = self.on_work
+        sub.gradient_mode = self.gradient_mode
         return sub
 
     def reset_cost(self) -> None:
@@ -157,15 +162,47 @@ class StochasticTarget:
             stop = min(start + chunk, x_all.shape[0])
             x_c = x_all[start:stop].clone().requires_grad_(True)
             with torch.enable_grad():
-                logits = self.model(
-                    x_c, noise.narrow(start, stop - start), ids_all[start:stop], checkpoint=self.grad_plan.checkpoint
-                )
+                logits = self._gradient_logits(x_c, noise.narrow(start, stop - start), ids_all[start:stop])
                 per_sample = criterion(logits, y_all[start:stop])
                 (grad[start:stop],) = torch.autograd.grad(per_sample.sum(), x_c)
             loss[start:stop] = per_sample.detach()
             logits_all.append(logits.detach())
         return (grad.view(draws, batch, *x.shape[1:]), loss.view(draws, batch),
                 torch.cat(logits_all).view(draws, batch, -1))
+
+    # -- gradient modes ---------------------------------------------------------------
+    def _gradient_logits(self, x: torch.Tensor, noise: NoiseBatch, ids: Sequence[int]) -> torch.Tensor:
+        """Logits of ``x`` whose backward pass follows ``gradient_mode`` (the forward value is the
+        real defense's, except under ``blind``, whose attacker sees the classifier alone)."""
+        if self.gradient_mode.kind == "exact":
+            return self.model(x, noise, ids, checkpoint=self.grad_plan.checkpoint)
+        if self.gradient_mode.kind == "blind":
+            return self.model.classifier(x)
+        return self.model.classify(self._gradient_purify(x, noise, ids))
+
+    def _gradient_purify(self, x: torch.Tensor, noise: NoiseBatch, ids: Sequence[int]) -> torch.Tensor:
+        """The purified images of ``x`` with the real values and the backward pass of
+        ``gradient_mode``: exact; the identity (``bpda``), scaled by the forward step's Jacobian
+        (``forward_only``); or a K-step surrogate's (``surrogate:K``)."""
+        mode = self.gradient_mode
+        if mode.kind == "exact":
+            return self.model.purify(x, noise, ids, checkpoint=self.grad_plan.checkpoint)
+        with torch.no_grad():
+            real = self.model.purify(x, noise, ids)
+        if mode.kind in ("bpda", "blind", "forward_only"):
+            scale = self.model.defense.forward_scale if mode.kind == "forward_only" else 1.0
+            through = scale * (x - x.detach())
+            return real + (through.unsqueeze(1) if real.dim() == x.dim() + 1 else through)
+        surrogate = self._surrogate(mode.steps)
+        approx = surrogate.purify(x, surrogate_noise(surrogate, noise, tuple(x.shape[1:])),
+                                  checkpoint=self.grad_plan.checkpoint)
+        return real + (approx - approx.detach())
+
+    def _surrogate(self, steps: int) -> Any:
+        cache = self.__dict__.setdefault("_surrogates", {})
+        if steps not in cache:
+            cache[steps] = self.model.defense.surrogate(steps)
+        return cache[steps]
 
     # -- attacker draws, purification and grafting (DiffHammer) ----------------------
     def attack_noise(self, x: torch.Tensor, step: object, draws: int) -> tuple[NoiseBatch, int]:
@@ -230,8 +267,7 @@ class StochasticTarget:
             stop = min(start + chunk, rows)
             x_c = x[start:stop].detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                purified = self.model.purify(x_c, noise.narrow(start, stop - start), ids_all[start:stop],
-                                             checkpoint=self.grad_plan.checkpoint)
+                purified = self._gradient_purify(x_c, noise.narrow(start, stop - start), ids_all[start:stop])
                 (grad[start:stop],) = torch.autograd.grad(purified, x_c, grad_outputs=upstream[start:stop].to(purified.dtype))
         return grad
 
@@ -266,3 +302,18 @@ class StochasticTarget:
         streams = self.streams(x)
         noise = self._stacked_noise(x, 1, lambda sid, d: self.setting.attack_keys(streams, step, draw))
         return self.logits_with_noise(x, noise, 1)[0]
+
+
+def surrogate_noise(surrogate: Any, noise: NoiseBatch, sample_shape: tuple[int, ...]) -> NoiseBatch:
+    """The real draw's noise for a shorter surrogate chain: each stream's first tensors, as many as
+    the surrogate consumes (a surrogate with the purifier's own steps gets exactly the real noise)."""
+    from bench.core.errors import ConfigError
+
+    streams = {}
+    for name, spec in surrogate.noise_spec(sample_shape).items():
+        tensors = noise[name]
+        if spec.steps > tensors.shape[0]:
+            raise ConfigError(f"the surrogate needs {spec.steps} '{name}' noise tensors, the purifier draws "
+                              f"{tensors.shape[0]}: a surrogate must not have more steps than the purifier")
+        streams[name] = tensors[: spec.steps]
+    return NoiseBatch(streams)

@@ -79,6 +79,13 @@ class MajorityVote(Defense):
         return self.inner.clamps_output
 
     @property
+    def forward_scale(self) -> float:
+        return self.inner.forward_scale
+
+    def surrogate(self, steps: int) -> Defense:
+        return MajorityVote(self.inner.surrogate(steps), self.votes)
+
+    @property
     def network_calls(self) -> int:
         return self.votes * self.inner.network_calls
 

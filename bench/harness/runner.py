@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bench.core.determinism import self_check
+from bench.core.gradient_modes import parse_gradient_mode
 from bench.core.memory import plan_gradient, plan_inference
 from bench.core.noise import NoiseSource
 from bench.core.provenance import collect_provenance, git_commit
@@ -192,6 +193,7 @@ def _run_batches(
         x = parts.split.images[batch_ids].to(device=device, dtype=dtype)
         y = parts.split.labels[batch_ids].to(device)
         target = StochasticTarget(model, parts.setting, noise, batch_ids, grad_plan, eval_plan)
+        target.gradient_mode = parse_gradient_mode(getattr(parts.attack.config, "gradient", "exact"))
         planned = parts.attack.planned_draws()
         if progress and planned is not None:
             target.on_work = _within_batch_progress(progress, finished, len(batch_ids), total, planned, draws)

@@ -1,0 +1,54 @@
+"""How an attack differentiates through the purification: exact, or one of the approximations the
+literature used (and that make published robust accuracies too high).
+
+Every gradient attack takes ``gradient=MODE`` (``--attack-opt gradient=bpda``); the target applies
+it to every gradient pass (:meth:`bench.core.target.StochasticTarget.per_draw_gradients`,
+:meth:`~bench.core.target.StochasticTarget.graft`). Forward values — what the attack sees as the
+defense's output and logits — are always the real purification's; only the backward pass changes.
+Records made with a mode other than ``exact`` are off-protocol and never rank.
+
+- ``exact`` (default): backpropagation through the whole chain (with checkpointing).
+- ``bpda``: Backward Pass Differentiable Approximation (Athalye et al., ICML 2018): the
+  purification is taken as the identity in the backward pass, so the gradient is the classifier's
+  gradient at the purified image (DiffBreak's ``bpda``).
+- ``blind``: the classifier alone, at the input, as if there were no purification (DiffBreak's
+  ``blind``): the attacker ignores the defense.
+- ``forward_only``: through the forward diffusion only, the reverse process taken as the identity
+  (DiffBreak's ``forward_diff_only``): BPDA scaled by the forward step's Jacobian, sqrt(ᾱ_{t*}) for
+  DDPM/VP purification (:attr:`bench.core.defense.Defense.forward_scale`).
+- ``surrogate:K``: through a K-step version of the same purifier (Lee & Kim, ICCV 2023, who
+  backpropagate a cheaper surrogate process and evaluate with the real one); its noise is the real
+  draw's, stream by stream, truncated to what K steps consume, so K = the purifier's own steps is
+  the exact gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.core.errors import ConfigError
+
+GRADIENT_MODES = ("exact", "bpda", "blind", "forward_only", "surrogate:K")
+
+
+@dataclass(frozen=True)
+class GradientMode:
+    kind: str
+    steps: int = 0  # K of surrogate:K
+
+    @property
+    def name(self) -> str:
+        return f"surrogate:{self.steps}" if self.kind == "surrogate" else self.kind
+
+
+EXACT = GradientMode("exact")
+
+
+def parse_gradient_mode(text: str) -> GradientMode:
+    """``exact`` | ``bpda`` | ``blind`` | ``forward_only`` | ``surrogate:K`` (K ≥ 1)."""
+    if text in ("exact", "bpda", "blind", "forward_only"):
+        return GradientMode(text)
+    kind, _, steps = text.partition(":")
+    if kind == "surrogate" and steps.isdigit() and int(steps) >= 1:
+        return GradientMode("surrogate", int(steps))
+    raise ConfigError(f"gradient={text!r} is not one of {', '.join(GRADIENT_MODES)} (e.g. surrogate:5)")

@@ -1,0 +1,85 @@
+"""Gradient modes (bench/core/gradient_modes.py): each mode's gradient equals its definition, and
+records made with a mode other than exact never rank."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.core.errors import ConfigError
+from bench.core.gradient_modes import parse_gradient_mode
+from bench.core.noise import NoiseSource
+from tests.conftest import make_target, tiny_model
+
+
+def _setup(name: str = "dp_ddpm", **config):
+    model = tiny_model(name, dtype=torch.float64, **config)
+    generator = torch.Generator().manual_seed(2)
+    x = (0.2 + 0.6 * torch.rand(3, 1, 8, 8, generator=generator)).double()
+    y = torch.tensor([1, 2, 3])
+    target = make_target(model, "white", [0, 1, 2])
+    noise = target._stacked_noise(x, 1, lambda sid, d: {s: ("eval", 0) for s in target.streams(x)})
+    return model, target, x, y, noise
+
+
+def _grad(target, x, y, noise, mode: str) -> torch.Tensor:  # noqa: ANN001
+    target.gradient_mode = parse_gradient_mode(mode)
+    grad, _, _ = target.per_draw_gradients(x, y, noise, 1)
+    return grad[0]
+
+
+def test_bpda_is_the_classifier_gradient_at_the_purified_input() -> None:
+    model, target, x, y, noise = _setup()
+    with torch.no_grad():
+        purified = model.purify(x, noise)
+    p = purified.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.cross_entropy(model.classifier(p), y, reduction="sum"), p)
+    assert torch.allclose(_grad(target, x, y, noise, "bpda"), expected)
+
+
+def test_blind_is_the_classifier_gradient_at_the_input() -> None:
+    model, target, x, y, noise = _setup()
+    inp = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.cross_entropy(model.classifier(inp), y, reduction="sum"), inp)
+    assert torch.allclose(_grad(target, x, y, noise, "blind"), expected)
+
+
+def test_forward_only_is_bpda_scaled_by_the_forward_jacobian() -> None:
+    model, target, x, y, noise = _setup()
+    scale = model.defense.forward_scale
+    assert 0 < scale < 1
+    assert torch.allclose(_grad(target, x, y, noise, "forward_only"), scale * _grad(target, x, y, noise, "bpda"))
+
+
+@pytest.mark.parametrize("name, own", [("dp_ddpm", 5), ("dp_edm", 4), ("diffpure", 3)])
+def test_a_surrogate_with_the_purifiers_own_steps_is_exact(name: str, own: int) -> None:
+    _, target, x, y, noise = _setup(name)
+    exact = _grad(target, x, y, noise, "exact")
+    assert torch.equal(_grad(target, x, y, noise, f"surrogate:{own}"), exact)
+    if name == "dp_ddpm":  # a shorter chain is a different (approximate) gradient
+        fewer = _grad(target, x, y, noise, "surrogate:1")
+        assert not torch.allclose(fewer, exact) and torch.isfinite(fewer).all()
+
+
+def test_unknown_modes_and_impossible_surrogates_are_refused() -> None:
+    with pytest.raises(ConfigError, match="gradient='bdpa' is not one of"):
+        parse_gradient_mode("bdpa")
+    _, target, x, y, noise = _setup("gdmp")
+    with pytest.raises(ConfigError, match="has no surrogate"):
+        _grad(target, x, y, noise, "surrogate:2")
+
+
+def test_a_record_made_with_an_approximate_gradient_is_off_protocol(exported_records) -> None:
+    import json
+
+    from bench.protocols import load_protocol
+    from bench.publish.conformance import protocol_differences
+    from bench.publish.records import Record
+
+    _, paths = exported_records
+    data = json.loads(paths[0].read_text())
+    data["attack"]["config"]["gradient"] = "bpda"
+    assert "attack gradient=bpda, not exact" in protocol_differences(Record.model_validate(data), load_protocol("toy"))
+    data["attack"]["config"].pop("gradient")  # a record from before the option existed is the exact attack
+    assert not any("gradient" in d for d in protocol_differences(Record.model_validate(data), load_protocol("toy")))
