@@ -22,6 +22,9 @@ class TinyClassifier(nn.Module):
         torch.manual_seed(1)
         self.net = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 64, classes))
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[:3](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 

@@ -30,7 +30,7 @@ def _blocks(language: str) -> list[str]:
 
 
 def _commands() -> list[str]:
-    lines = [line.split("  #")[0].strip() for block in _blocks("bash") for line in block.splitlines()]
+    lines = [shlex.join(shlex.split(line, comments=True)) for block in _blocks("bash") for line in block.splitlines()]
     return [line for line in lines if line and not line.startswith(NOT_RUN)]
 
 

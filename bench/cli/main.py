@@ -2,7 +2,7 @@
 
 Subcommands: ``ls``, ``show``, ``fetch`` (catalog); ``run``, ``resume``, ``grid``, ``reproduce``,
 ``results``, ``compare`` (runs); ``export``, ``validate``, ``verify``, ``leaderboard build``
-(publish); ``study`` (studies); ``perf``; ``toy train``; ``addt train``; ``new defense`` (scaffold). Errors a user can fix (:class:`bench.core.errors.BenchError`) print
+(publish); ``study`` (studies); ``perf``; ``toy train``; ``addt train``; ``new defense`` (scaffold); ``sanity binarization``. Errors a user can fix (:class:`bench.core.errors.BenchError`) print
 one line and exit with code 2.
 """
 
@@ -12,11 +12,11 @@ import argparse
 import logging
 import sys
 
-from bench.cli import addt, catalog, new, perf, publish, runs, study, toy
+from bench.cli import addt, catalog, new, perf, publish, runs, sanity, study, toy
 from bench.core.allocator import tune_glibc_malloc
 from bench.core.errors import BenchError
 
-SUBCOMMAND_MODULES = (catalog, runs, publish, addt, toy, study, perf, new)
+SUBCOMMAND_MODULES = (catalog, runs, publish, addt, toy, study, perf, new, sanity)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,9 +92,12 @@ def fgsm_efficacy(subject: Subject, step: float, semi_sets: list[int], draws: in
 def pgd_iterates(subject: Subject, setting: str, eot: int, steps: int, eps: float, step_size: float) -> torch.Tensor:
     """(steps + 1, B, C, H, W): the clean input and every iterate of PGD-EoT (the harness's own
     ``pgd_eot``, ℓ∞, cross-entropy) under ``setting``."""
-    from attacks.pgd_eot import PGDEoT, PGDEoTConfig
+    from bench.core.attack import ATTACKS
+    from bench.core.config import build_config
 
-    attack = PGDEoT(PGDEoTConfig(norm="linf", eps=eps, step_size=step_size, steps=steps, eot=eot))
+    pgd = ATTACKS.get("pgd_eot")  # through the registry: core modules never import a plug-in package
+    attack = pgd(build_config(pgd.config_cls, {"norm": "linf", "eps": eps, "step_size": step_size, "steps": steps,
+                                                 "eot": eot}))
     iterates = [subject.x.clone()]
     attack.on_step = lambda _step, x_adv: iterates.append(x_adv)
     attack.perturb(subject.target(setting), subject.x, subject.y)

@@ -488,6 +488,11 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
+    from bench.publish.sanity import load_reports
+
+    sanity = load_reports(records_dir)
+    env.globals["sanity_for"] = lambda entry, attack=None: [
+        r for r in sanity if r.defense == entry and (attack is None or r.attack.split("[")[0] == attack)]
     figures = {t.table_id: _front_figure(t) for t in tracks if t.ranked}
     (staging / "index.html").write_text(env.get_template("index.html").render(
         tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",

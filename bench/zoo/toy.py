@@ -64,8 +64,12 @@ class ToyClassifier(nn.Module):
         )
         self.head = nn.Linear(64 * 4 * 4, 10)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1024) features before the linear head (the binarization test reads them)."""
+        return self.features((x - 0.5) / 0.5).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features((x - 0.5) / 0.5).flatten(1))
+        return self.head(self.penultimate(x))
 
 
 def make_toy_unet() -> nn.Module:

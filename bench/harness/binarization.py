@@ -1,0 +1,141 @@
+"""The binarization test (Zimmermann et al., NeurIPS 2022, "Increasing Confidence in Adversarial
+Robustness Evaluations"): is an attack strong enough *for this defense*?
+
+For each image, the classifier's head is replaced by a binary linear head on its penultimate
+features **of the purified input**, fitted so that the image and random points of its ε-ball are
+class 0 and one point of the ball, x_b, is class 1. An adversarial example then exists inside the
+ball by construction (x_b itself), and the attack, run against the binarized defense, passes the
+test if it finds one. Adapted to a stochastic purifier under the noise contract: the head is fitted
+on features of several purification draws of each point (keys of its own), and x_b must be class 1
+on more than half of fresh draws (checked; images where the construction fails are reported, not
+counted). An attack passes on an image when its final point is class 1 on more than half of the
+harness's K fresh evaluation draws, as x_b is. The pass rate over images, with its Wilson interval,
+says whether the attack is strong enough: BPDA, for instance, fails it on a purifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.core.memory import MemoryPlan
+from bench.core.metrics import wilson_interval
+from bench.core.noise import NoiseSource
+from bench.core.settings import parse_setting
+from bench.core.target import StochasticTarget
+
+log = logging.getLogger(__name__)
+
+
+class BinaryHead(nn.Module):
+    """The classifier's penultimate features (its ``penultimate(z)`` method) -> 2 logits (0, w·φ + b)."""
+
+    def __init__(self, classifier: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        if not hasattr(classifier, "penultimate"):
+            raise ValueError(f"{type(classifier).__name__} has no penultimate(z) method; the binarization test "
+                             "reads the classifier's penultimate features")
+        self.classifier = classifier
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        score = self.classifier.penultimate(z) @ self.weight + self.bias
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+@dataclass
+class ImageOutcome:
+    index: int
+    constructed: bool  # x_b is class 1 on > half of fresh draws and the image is class 0
+    passed: bool
+    boundary_rate: float  # fresh-draw rate at which x_b is class 1
+    attack_rate: float  # fresh-draw rate at which the attack's point is class 1
+
+
+@dataclass
+class BinarizationReport:
+    defense: str
+    attack: str
+    outcomes: list[ImageOutcome]
+
+    @property
+    def usable(self) -> list[ImageOutcome]:
+        return [o for o in self.outcomes if o.constructed]
+
+    @property
+    def pass_rate(self) -> tuple[float, float, float]:
+        usable = self.usable
+        rate = sum(o.passed for o in usable) / len(usable) if usable else 0.0
+        return (rate, *wilson_interval(rate, len(usable)))
+
+
+def _class1_rate(target: StochasticTarget, x: torch.Tensor, draws: int, key: object) -> torch.Tensor:
+    noise, n = target.attack_noise(x, key, draws)
+    return (target.logits_with_noise(x, noise, n).argmax(-1) == 1).float().mean(0)
+
+
+def binarize(model: nn.Module, defended_cls: type, x: torch.Tensor, index: int, eps: float, seed: int,
+             inner: int = 24, draws: int = 4, steps: int = 300) -> tuple[nn.Module, torch.Tensor]:
+    """A binarized copy of the defended ``model`` for one image ``x`` (1, C, H, W): the head fitted on
+    purified features (x and ``inner`` random points of its ℓ∞ ball: class 0; the corner x_b: class 1),
+    and x_b. Logistic regression by gradient descent (a few hundred steps on a few hundred features)."""
+    noise = NoiseSource(seed)
+    generator = noise.generator(index, "binarization-points")
+    shape = x.shape[1:]
+    x_b = (x + eps * (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(x)).clamp(0, 1)
+    others = (x + eps * (torch.rand((inner, *shape), generator=generator) * 2 - 1).to(x)).clamp(0, 1)
+    points = torch.cat([x, others, x_b])
+    labels = torch.cat([torch.zeros(inner + 1), torch.ones(1)]).to(x)
+    plan = MemoryPlan(False, 4096, 1)
+    ids = [index] * points.shape[0]
+    target = StochasticTarget(model, parse_setting("white"), noise, ids, plan, plan)
+    key_noise, n = target.attack_noise(points, ("binarization-fit",), draws)
+    with torch.no_grad():
+        purified = target.purify_with_noise(points, key_noise, n)  # (draws, P, C, H, W)
+        phi = model.classifier.penultimate(purified.flatten(0, 1))
+    y = labels.repeat(n)
+    weights = torch.where(y > 0, float(inner + 1), 1.0)  # balance the one positive point against the rest
+    w = torch.zeros(phi.shape[1], dtype=phi.dtype, requires_grad=True)
+    b = torch.zeros((), dtype=phi.dtype, requires_grad=True)
+    optimizer = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(steps):
+        loss = (F.binary_cross_entropy_with_logits(phi @ w + b, y, reduction="none") * weights).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head = BinaryHead(model.classifier, w.detach(), b.detach())
+    return defended_cls(model.defense, head).eval(), x_b
+
+
+def run_binarization(model: nn.Module, attack: object, x: torch.Tensor, y: torch.Tensor, ids: list[int], eps: float,
+                     setting: str, eval_draws: int, seed: int, defense: str, attack_name: str) -> BinarizationReport:
+    """Binarize the defense for each image, run ``attack`` (an :class:`bench.core.attack.Attack`)
+    against it from the image, and report per image whether it found class 1."""
+    from bench.core.defense import DefendedClassifier
+
+    outcomes = []
+    plan = MemoryPlan(False, 4096, 1)
+    for j, index in enumerate(ids):
+        xi = x[j : j + 1]
+        binary, x_b = binarize(model, DefendedClassifier, xi, index, eps, seed)
+        target = StochasticTarget(binary, parse_setting(setting), NoiseSource(seed), [index], plan, plan)
+        boundary = float(_class1_rate(target, x_b, eval_draws, ("binarization-check",))[0])
+        clean = float(_class1_rate(target, xi, eval_draws, ("binarization-check",))[0])
+        constructed = boundary > 0.5 and clean < 0.5
+        passed, rate = False, 0.0
+        if constructed:
+            from bench.core.gradient_modes import parse_gradient_mode
+
+            target.gradient_mode = parse_gradient_mode(getattr(attack.config, "gradient", "exact"))
+            x_adv = attack.perturb(target, xi, torch.zeros(1, dtype=torch.long, device=xi.device)).x_adv
+            rate = float((target.eval_predictions(x_adv, eval_draws) == 1).float().mean())
+            passed = rate > 0.5
+        outcomes.append(ImageOutcome(index, constructed, passed, boundary, rate))
+        log.info("binarization image %d: constructed %s, passed %s (x_b %.2f, attack %.2f)", index, constructed,
+                 passed, boundary, rate)
+    return BinarizationReport(defense, attack_name, outcomes)

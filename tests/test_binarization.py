@@ -1,0 +1,95 @@
+"""The binarization test (bench/harness/binarization.py): the construction has an adversarial
+example inside the ball, an exact attack finds it, and BPDA fails it on a purifier that BPDA
+misreads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attacks.pgd_eot import PGDEoT, PGDEoTConfig
+from bench.core.defense import DefendedClassifier, Defense, DefenseConfig
+from bench.core.noise import NoiseBatch, StreamSpec
+from bench.harness.binarization import run_binarization
+from tests.conftest import TinyClassifier, tiny_model
+
+EPS = 0.25
+
+
+@dataclass(frozen=True)
+class _InvertConfig(DefenseConfig):
+    pass
+
+
+class _Invert(Defense):
+    """A deterministic "purifier" that inverts the image: the identity (BPDA) points the wrong way."""
+
+    name = "invert"
+    config_cls = _InvertConfig
+
+    def noise_spec(self, sample_shape):
+        return {}
+
+    def purify(self, x: torch.Tensor, noise: NoiseBatch, checkpoint: bool = False) -> torch.Tensor:
+        return 1 - x
+
+    @classmethod
+    def pretrained(cls, dataset, config):  # pragma: no cover
+        return cls(config)
+
+    @classmethod
+    def for_testing(cls, config=None, channels=1, size=8):
+        return cls(config or _InvertConfig())
+
+
+def _images(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=generator), torch.zeros(n, dtype=torch.long)
+
+
+def _attack(gradient: str = "exact") -> PGDEoT:
+    return PGDEoT(PGDEoTConfig(eps=EPS, step_size=EPS / 4, steps=20, eot=1, gradient=gradient))
+
+
+def test_the_construction_has_an_adversarial_example_that_an_exact_attack_finds() -> None:
+    model = tiny_model("none")
+    x, y = _images()
+    report = run_binarization(model, _attack(), x, y, [0, 1, 2, 3], EPS, "white", 4, 0, "none", "pgd_eot")
+    assert report.usable, "x_b must be class 1 and the image class 0 after the head is fitted"
+    assert all(o.boundary_rate > 0.5 for o in report.usable)
+    rate, low, high = report.pass_rate
+    assert rate == 1.0 and low > 0 and high == 1.0
+
+
+def test_bpda_fails_the_test_on_a_purifier_it_misreads() -> None:
+    model = DefendedClassifier(_Invert.for_testing(), TinyClassifier()).eval()
+    x, y = _images()
+    exact = run_binarization(model, _attack(), x, y, [0, 1, 2, 3], EPS, "white", 4, 0, "invert", "pgd_eot")
+    bpda = run_binarization(model, _attack("bpda"), x, y, [0, 1, 2, 3], EPS, "white", 4, 0, "invert",
+                            "pgd_eot[gradient=bpda]")
+    assert exact.usable and exact.pass_rate[0] == 1.0
+    assert bpda.usable and bpda.pass_rate[0] == 0.0
+
+
+def test_a_too_weak_attack_is_flagged_on_the_site(tmp_path) -> None:
+    """A sanity report whose attack failed the test puts a flag beside that attack's number."""
+    import csv  # noqa: F401
+
+    from bench.harness.perf import write_synthetic_records
+    from bench.publish.leaderboard import build_site, load_tracks, slugify
+    from bench.publish.sanity import ImageResult, SanityReport, write_report
+
+    results = tmp_path / "results"
+    write_synthetic_records(results, 72)
+    track = next(t for t in load_tracks(results) if t.ranked)
+    entry = track.ranked[0].entry
+    write_report(SanityReport(test="binarization", defense=entry, defense_config={}, attack="pgd_eot[gradient=bpda]",
+                              attack_config={"gradient": "bpda"}, dataset=track.dataset, threat=track.threat,
+                              setting="white", eval_draws=4, seed=0, git_commit=None,
+                              images=[ImageResult(index=i, constructed=True, passed=i == 0, boundary_rate=1.0,
+                                                  attack_rate=1.0 if i == 0 else 0.0) for i in range(4)]), results)
+    build_site(results, tmp_path / "site")
+    assert "too weak for this defense" in (tmp_path / "site" / "index.html").read_text()
+    page = (tmp_path / "site" / "entries" / f"{slugify(entry)}.html").read_text()
+    assert "binarization test" in page and "passed 25%" in page
