@@ -83,3 +83,32 @@ def test_a_record_made_with_an_approximate_gradient_is_off_protocol(exported_rec
     assert "attack gradient=bpda, not exact" in protocol_differences(Record.model_validate(data), load_protocol("toy"))
     data["attack"]["config"].pop("gradient")  # a record from before the option existed is the exact attack
     assert not any("gradient" in d for d in protocol_differences(Record.model_validate(data), load_protocol("toy")))
+
+
+def test_the_protocol_effects_page_pairs_an_approximate_record_with_its_exact_twin(tmp_path) -> None:
+    import json
+
+    from bench.harness.perf import write_synthetic_records
+    from bench.publish.derive import Outcomes, derive
+    from bench.publish.leaderboard import build_site
+    from bench.publish.records import decode_preds, encode_preds, pred_width
+
+    results = tmp_path / "results"
+    write_synthetic_records(results, 24)
+    exact = sorted(p for p in results.rglob("*__pgd_eot__white.json") if "/toy/" in p.as_posix())[0]
+    data = json.loads(exact.read_text())
+    data["attack"]["config"]["gradient"] = "bpda"
+    data["run_id"] = "bpdatwin"
+    s, w = data["samples"], pred_width("toy")
+    labels = s["label"]
+    adv = decode_preds(s["adv_preds"], w)
+    adv[:, :] = [[y] * adv.shape[1] for y in labels]  # the weaker attack leaves every draw correct
+    s["adv_preds"] = encode_preds(adv, w)
+    derived = derive(Outcomes.from_predictions(labels, decode_preds(s["clean_preds"], w), adv,
+                                               decode_preds(s["select_preds"], w)))
+    data.update(robust=derived["robust"], rob_m=derived["rob_m"])
+    s.update(derived["samples"])
+    (exact.parent / "bpda.json").write_text(json.dumps(data))
+    build_site(results, tmp_path / "site")
+    page = (tmp_path / "site" / "effects.html").read_text()
+    assert "pgd_eot, gradient=bpda" in page and "vs" in page

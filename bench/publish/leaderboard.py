@@ -497,10 +497,13 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     (staging / "index.html").write_text(env.get_template("index.html").render(
         tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",
         rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
-    for page in ("metrics", "submit"):
+    from bench.publish.effects import protocol_effects
+
+    effects = protocol_effects(rows, parsed)
+    for page in ("metrics", "submit", "effects"):
         (staging / f"{page}.html").write_text(env.get_template(f"{page}.html").render(
-            built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED),
-            encoding="utf-8")
+            built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED,
+            effects=effects), encoding="utf-8")
     entries = _render_entries(env, rows, tracks, staging / "entries", built_at)
     shutil.copytree(STATIC, staging / "assets")
     for path in paths:  # the downloadable records, exactly the validated files

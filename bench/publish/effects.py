@@ -1,0 +1,75 @@
+"""Protocol effects: how much a published evaluation protocol inflates robust accuracy, measured.
+
+For every record made with an approximate gradient (``gradient`` other than ``exact``: BPDA, blind,
+forward-only, a surrogate) or with the original AutoAttack-Rand (``aa_rand``), the same entry's
+exact record on the same images and seed is its reference: the effect is the paired difference of
+per-image expected robust accuracy (protocol − exact) with its 95% paired bootstrap interval
+(:func:`bench.core.metrics.paired_difference`). The toy suite measures the direction and rough size
+of each effect, not the CIFAR-10 number. These records never rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.core.metrics import paired_difference
+
+REFERENCE_ATTACK = {"aa_rand": "aa_rand_fixed"}  # the published attack and its fixed version
+
+
+@dataclass
+class Effect:
+    entry: str
+    protocol: str  # e.g. "pgd_eot, gradient=bpda" or "aa_rand (as published)"
+    reference: str  # the exact record it is paired with
+    protocol_robust: float
+    exact_robust: float
+    difference: dict[str, float]  # mean, ci_low, ci_high, n
+    path: str
+    reference_path: str
+
+
+def _mode(record: Any) -> str:
+    return str(record.attack.config.get("gradient", "exact"))
+
+
+def _key(record: Any, attack: str) -> tuple:
+    config = {k: v for k, v in record.attack.config.items() if k != "gradient"}
+    return (record.entry, attack, record.setting, record.dataset.name, tuple(record.dataset.sample_indices),
+            record.seed, record.eval_draws, str(sorted(config.items())) if attack == record.attack.name else "")
+
+
+def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
+    """Every approximate-protocol record with an exact reference on the same images."""
+    exact: dict[tuple, Any] = {}
+    for row in rows:
+        record = parsed(row)
+        if _mode(record) == "exact" and not record.attack.unreliable:
+            exact.setdefault(_key(record, record.attack.name), row)
+            exact.setdefault((record.entry, record.attack.name, record.setting, record.dataset.name,
+                              tuple(record.dataset.sample_indices), record.seed, record.eval_draws, "any"), row)
+    effects = []
+    for row in rows:
+        record = parsed(row)
+        mode = _mode(record)
+        if mode == "exact" and record.attack.name not in REFERENCE_ATTACK:
+            continue
+        if mode != "exact":
+            reference = exact.get(_key(record, record.attack.name))
+            label = f"{record.attack.name}, gradient={mode}"
+        else:
+            base = REFERENCE_ATTACK[record.attack.name]
+            reference = exact.get((record.entry, base, record.setting, record.dataset.name,
+                                   tuple(record.dataset.sample_indices), record.seed, record.eval_draws, "any"))
+            label = f"{record.attack.name} (as published)"
+        if reference is None:
+            continue
+        ref = parsed(reference)
+        k = record.eval_draws
+        mine = [c / k for c in record.samples.adv_correct]
+        theirs = [c / ref.eval_draws for c in ref.samples.adv_correct]
+        effects.append(Effect(record.entry, label, ref.attack.name, record.robust.expected.acc, ref.robust.expected.acc,
+                              paired_difference(mine, theirs), row.path, reference.path))
+    effects.sort(key=lambda e: (e.entry, e.protocol))
+    return effects
