@@ -35,7 +35,7 @@ def test_dry_run_prices_a_cell_from_draws_and_network_calls(capsys) -> None:
 
 
 def test_unknown_names_fail_with_the_valid_choices() -> None:
-    with pytest.raises(UnknownNameError, match="Valid: addt-table2-cifar10, addt-table3-nfe"):
+    with pytest.raises(UnknownNameError, match=r"Valid: .*addt-table2-cifar10, addt-table3-nfe"):
         load_reproduction("addt-table9")
     with pytest.raises(ConfigError, match="reports only l2, linf"):
         plan(load_reproduction("addt-table3-nfe"), norms=["l1"])
@@ -57,3 +57,136 @@ def test_a_protocol_runs_end_to_end_and_prints_reported_beside_measured(cifar_ca
     assert "dp_ddpm_addt[nfe=100]" in out and "85.64 / 51.46" in out and "(n=2, run " in out
     assert main(args) == 0  # again: every cell is complete and skipped
     assert "(n=2, run " in capsys.readouterr().out
+
+
+# --- every reproduction file: parses, names registered plug-ins, agrees with the literature records ---
+
+ADDT_FILES = {"addt-table1-eot1", "addt-table1-eot10", "addt-table2-cifar10", "addt-table3-nfe", "addt-table9-edm",
+              "addt-table10-ddim-nfe", "addt-table11-pc", "addt-table12-perturbations", "addt-table13-autoattack",
+              "addt-table13-autoattack-ours", "addt-table13-pgd-eot10", "addt-table14-autoattack-addt",
+              "addt-table15-lambda"}
+
+
+def _literature_rows() -> list[tuple[str, str, str, tuple[str, int | None], str | None, str]]:
+    """(table, bench_defense, norm, attack key, clean, robust) of every ADDT row in results/literature."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "results" / "literature").glob("*/addt-iclr2025__*.json")):
+        record = json.loads(path.read_text())
+        for row in record["rows"]:
+            label = row["protocol"]["attack"]
+            attack = (("pgd_eot", int(row["protocol"]["eot"])) if label.startswith("PGD-20") else
+                      ("aa_rand", None) if label.startswith("AutoAttack rand, original") else
+                      ("aa_rand_fixed", None) if label.startswith("AutoAttack rand, fixed") else (label, None))
+            rows.append((record["table"], record["bench_defense"], row["norm"], attack, row["clean"], row["robust"]))
+    return rows
+
+
+def _reported_cells() -> list[tuple[str, str, dict, str, tuple[str, int | None], str | None, str]]:
+    """(table, defense name, entry options, norm, attack key, clean, robust) of every cell of the ADDT files."""
+    import re
+
+    from bench.core.attack import ATTACKS
+    from bench.core.config import build_config, split_entry
+
+    cells = []
+    for key in sorted(ADDT_FILES):
+        repro = load_reproduction(key)
+        table = "Table " + re.search(r"arXiv:2404\.14309, Table (\d+)$", repro.source).group(1)
+        config = build_config(ATTACKS.get(repro.attack).config_cls, repro.attack_options)
+        attack = (repro.attack, config.eot if repro.attack == "pgd_eot" else None)
+        for spec in repro.cells:
+            name, options = split_entry(spec["defense"])
+            for norm, numbers in spec["reported"].items():
+                cells.append((table, name, options, norm, attack, numbers.get("clean"), numbers["robust"]))
+    return cells
+
+
+def test_every_reproduction_file_parses_and_names_registered_plugins() -> None:
+    import re
+
+    from bench.core.attack import ATTACKS
+    from bench.core.config import build_config, split_entry
+    from bench.core.defense import DEFENSES
+
+    assert ADDT_FILES <= set(available())
+    for key in available():
+        repro = load_reproduction(key)
+        assert repro.name == key and repro.title and repro.source and repro.n_samples > 0
+        assert repro.attack in ATTACKS.names(), (key, repro.attack)
+        build_config(ATTACKS.get(repro.attack).config_cls, repro.attack_options)  # the file's options are valid
+        assert repro.cells or repro.needs, f"{key}: no cell and no `needs`"
+        for spec in repro.cells:
+            name, options = split_entry(spec["defense"])
+            assert name in DEFENSES.names(), (key, spec["defense"])
+            build_config(DEFENSES.get(name).config_cls, options)  # unknown or mistyped options raise
+            assert spec["reported"] and set(spec["reported"]) <= {"linf", "l2"}, (key, spec)
+            for numbers in spec["reported"].values():
+                assert "robust" in numbers and set(numbers) <= {"clean", "robust"}, (key, spec)
+                assert all(isinstance(v, str) and re.fullmatch(r"\d{1,3}\.\d{2}", v) for v in numbers.values()), spec
+        cells = plan(repro)
+        assert len(cells) == sum(len(spec["reported"]) for spec in repro.cells) * len(repro.settings)
+        assert all(c.request.attack_options == repro.attack_options for c in cells)
+
+
+def test_a_file_attack_options_reach_every_cell_under_the_command_line_ones() -> None:
+    eot1 = plan(load_reproduction("addt-table1-eot1"))
+    assert {c.entry for c in eot1} == {"diffpure[t_star=0.1]", "gdmp", "dp_ddpm", "dp_ddim"}
+    assert all(c.request.attack_options == {"eot": 1} and c.norm == "linf" for c in eot1)
+    cell = next(c for c in eot1 if c.entry == "dp_ddpm")
+    assert estimate(cell, 3.5)["gradient_draws"] == 20 and cell.reported == {"clean": "85.94", "robust": "60.25"}
+    overridden = plan(load_reproduction("addt-table1-eot1"), attack_options={"eot": "2", "steps": "5"})
+    assert overridden[0].request.attack_options == {"eot": "2", "steps": "5"}
+
+
+def test_reported_numbers_agree_with_the_literature_records() -> None:
+    """Every cell at its plug-in's defaults that has literature rows of the same table, defense, norm
+    and attack prints one of their (clean, robust) pairs; every literature row with a bench defense
+    is some cell of its table (the records were checked by hand against the paper)."""
+    from bench.core.config import build_config
+    from bench.core.defense import DEFENSES
+
+    literature = _literature_rows()
+    cells = _reported_cells()
+    assert {row[0] for row in literature if row[1]} <= {cell[0] for cell in cells}  # every table has a file
+    for table, name, options, norm, attack, clean, robust in cells:
+        config_cls = DEFENSES.get(name).config_cls
+        if build_config(config_cls, options) != build_config(config_cls, {}):
+            continue  # a variant (e.g. gdmp[guidance=ssim]); covered by the reverse check below
+        printed = {(c, r) for t, d, n, a, c, r in literature if (t, d, n, a) == (table, name, norm, attack)}
+        assert not printed or (clean, robust) in printed, (table, name, options, norm, attack, clean, robust, printed)
+    for table, defense, norm, attack, clean, robust in literature:
+        if defense is None:
+            continue  # no plug-in here (COUP, ADDT + extra corrector, EDM-ODE + ADDT under no bench name)
+        assert any((t, n, m, a, c, r) == (table, defense, norm, attack, clean, robust)
+                   for t, n, _, m, a, c, r in cells), (table, defense, norm, attack, clean, robust)
+
+
+def test_list_prints_every_reproduction_file_in_table_order(capsys) -> None:
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(available())
+    names = [line.split()[0] for line in lines]
+    assert names.index("addt-table2-cifar10") < names.index("addt-table9-edm") < names.index("addt-table10-ddim-nfe")
+    for line in lines:
+        repro = load_reproduction(line.split()[0])
+        assert f" {len(plan(repro))} cells " in line and repro.title in line
+        assert (f"not runnable here: {repro.needs}" in line) == bool(repro.needs)
+    assert main(["reproduce"]) == 2  # NAME is optional only with --list
+    assert "--list" in capsys.readouterr().err
+
+
+def test_a_file_without_runnable_cells_is_listed_with_what_it_needs(tmp_path, monkeypatch, capsys) -> None:
+    import bench.harness.reproduce as reproduce
+
+    (tmp_path / "paper-table7.toml").write_text(
+        'name = "paper-table7"\ntitle = "A table of CIFAR-100 rows"\nsource = "a paper, Table 7"\ndataset = "cifar10"\n'
+        'n_samples = 8\nattack = "pgd_eot"\nneeds = "CIFAR-100 weights"\ncells = []\n')
+    monkeypatch.setattr(reproduce, "PROTOCOL_DIR", tmp_path)
+    assert reproduce.available() == ["paper-table7"] and plan(load_reproduction("paper-table7")) == []
+    assert main(["reproduce", "--list"]) == 0
+    assert "0 cells" in (out := capsys.readouterr().out) and "not runnable here: CIFAR-100 weights" in out
+    assert main(["reproduce", "paper-table7", "--dry-run"]) == 2
+    assert "no cell runnable here; it needs CIFAR-100 weights" in capsys.readouterr().err

@@ -230,10 +230,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.core.config import parse_overrides
-    from bench.harness.reproduce import format_plan, format_results, load_reproduction, plan, run
+    from bench.core.errors import ConfigError
+    from bench.harness.reproduce import format_list, format_plan, format_results, load_reproduction, plan, run
     from bench.harness.store import open_store
 
+    if args.list:
+        print(format_list())
+        return 0
+    if not args.name:
+        raise ConfigError("bench reproduce needs a NAME (see `bench reproduce --list`)")
     repro = load_reproduction(args.name)
+    if not repro.cells:
+        raise ConfigError(f"{repro.name} has no cell runnable here" + (f"; it needs {repro.needs}" if repro.needs else ""))
     norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
     cells = plan(repro, n_samples=args.n_samples, defense_options=parse_overrides(args.defense_opt),
                  attack_options=parse_overrides(args.attack_opt), device=args.device, norms=norms,
@@ -312,7 +320,9 @@ def add_parsers(sub: Any) -> None:
     grid.set_defaults(func=_cmd_grid)
 
     reproduce = sub.add_parser("reproduce", help="run a paper's table from its protocol file (bench/protocols/NAME.toml)")
-    reproduce.add_argument("name", help="e.g. addt-table2-cifar10, addt-table3-nfe")
+    reproduce.add_argument("name", nargs="?", help="e.g. addt-table2-cifar10, addt-table3-nfe (see --list)")
+    reproduce.add_argument("--list", action="store_true", help="list the reproduction files: name, cells, title, "
+                           "and what their rows that are not cells need")
     reproduce.add_argument("--dry-run", action="store_true", help="print the cells and the estimated GPU-hours, run nothing")
     reproduce.add_argument("--n-samples", type=int, help="images per cell (default: the paper's)")
     reproduce.add_argument("--draws", type=int, help="evaluation draws K per image (default: the protocol's)")

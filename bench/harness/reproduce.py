@@ -2,12 +2,14 @@
 
 A reproduction file lists cells (a defense entry, e.g. ``gdmp[guidance=ssim]``) with the numbers
 the paper reports per norm, plus what every cell shares: dataset, classifier, n, seed, evaluation
-draws, attack and settings. :func:`plan` expands it into :class:`bench.harness.runner.RunRequest`
-objects (the paper's budgets: protocol ``paper``; a defense's norm-dependent defaults apply, see
-``Defense.norm_defaults``), :func:`estimate` prices a cell from its attack's gradient and
-forward-only draws per image and the defense's network calls, and :func:`run` executes the
-cells through :func:`bench.harness.grid.run_grid` (complete cells are skipped, interrupted ones
-resumed, any executor).
+draws, attack (with optional ``attack_options``, e.g. ``{ eot = 1 }``) and settings; an optional
+``needs`` says what the table's rows that are not cells would need (a file whose rows all need
+something absent here has ``cells = []``). :func:`plan` expands it into
+:class:`bench.harness.runner.RunRequest` objects (the paper's budgets: protocol ``paper``; a
+defense's norm-dependent defaults apply, see ``Defense.norm_defaults``), :func:`estimate` prices a
+cell from its attack's gradient and forward-only draws per image and the defense's network calls,
+and :func:`run` executes the cells through :func:`bench.harness.grid.run_grid` (complete cells are
+skipped, interrupted ones resumed, any executor).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class Reproduction:
     settings: tuple[str, ...]
     gpu_ms_per_call: float
     cells: tuple[dict[str, Any], ...]
+    attack_options: dict[str, Any] = field(default_factory=dict)  # the file's, under any --attack-opt
+    needs: str = ""  # what the rows left out of ``cells`` need (``bench reproduce --list`` prints it)
 
 
 @dataclass
@@ -76,7 +80,8 @@ def load_reproduction(key: str) -> Reproduction:
         return Reproduction(key, data["name"], data["title"], data["source"], data["dataset"], data.get("classifier"),
                             int(data["n_samples"]), int(data.get("seed", 0)), int(data.get("eval_draws", 10)),
                             data["attack"], tuple(data.get("settings", ["white"])),
-                            float(data.get("gpu_ms_per_call", 0.0)), cells)
+                            float(data.get("gpu_ms_per_call", 0.0)), cells, dict(data.get("attack_options", {})),
+                            str(data.get("needs", "")))
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"reproduction file {path} is malformed: {err}") from None
 
@@ -102,9 +107,23 @@ def plan(repro: Reproduction, n_samples: int | None = None, defense_options: dic
                     defense=name, attack=repro.attack, setting=setting, norm=norm, dataset=repro.dataset,
                     classifier=repro.classifier, n_samples=n_samples or repro.n_samples, seed=repro.seed,
                     eval_draws=eval_draws or repro.eval_draws, defense_options={**options, **(defense_options or {})},
-                    attack_options=dict(attack_options or {}), device=device, protocol="paper")
+                    attack_options={**repro.attack_options, **(attack_options or {})}, device=device,
+                    protocol="paper")
                 cells.append(Cell(spec["defense"], norm, setting, request, dict(reported)))
     return cells
+
+
+def format_list() -> str:
+    """One line per reproduction file: name, title, number of cells (entry x norm x setting, as
+    ``bench reproduce NAME`` runs them) and, where the file says so, what its other rows need."""
+    import re
+
+    lines = []
+    for key in sorted(available(), key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]):
+        repro = load_reproduction(key)  # in table order: table1, table2, ..., table10
+        line = f"{key:<34}{len(plan(repro)):>3} cells  {repro.title}"
+        lines.append(line + (f"; not runnable here: {repro.needs}" if repro.needs else ""))
+    return "\n".join(lines)
 
 
 def attack_draws(attack: str, config: dict[str, Any]) -> tuple[int, int]:
@@ -155,9 +174,11 @@ def run(engine: Any, cells: list[Cell], executor: str = "local", db_url: str | N
 
 
 def format_plan(repro: Reproduction, cells: list[Cell], gpu_ms_per_call: float) -> str:
+    options = ",".join(f"{k}={v}" for k, v in repro.attack_options.items())
     lines = [f"{repro.title} ({repro.source})",
              f"{len(cells)} cells: {repro.dataset}, n={cells[0].request.n_samples if cells else 0}, seed {repro.seed}, "
-             f"K={repro.eval_draws}, classifier {repro.classifier or 'default'}, attack {repro.attack}",
+             f"K={repro.eval_draws}, classifier {repro.classifier or 'default'}, attack {repro.attack}"
+             + (f"[{options}]" if options else ""),
              f"{'entry':<28}{'norm':<6}{'setting':<9}{'calls':>6}{'grad/img':>10}{'fwd/img':>9}{'GPU-h':>8}"]
     total = 0.0
     for cell in cells:

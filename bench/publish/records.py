@@ -333,14 +333,15 @@ def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None)
 def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
     """Validate every ``*.json`` under ``paths``; returns ((file, record) pairs, error messages).
     Files in a ``literature`` folder are the literature track's, with their own schema
-    (:func:`bench.publish.literature.validate_literature`), and files in a ``sanity`` folder are
-    attack sanity reports (:mod:`bench.publish.sanity`); they are skipped here."""
+    (:func:`bench.publish.literature.validate_literature`), files in a ``sanity`` folder are
+    attack sanity reports (:mod:`bench.publish.sanity`) and files in a ``studies`` folder study
+    exports (:mod:`bench.publish.paper`); they are skipped here."""
     known = registry_names()
     files: list[Path] = []
     for path in paths:
         found = sorted(path.rglob("*.json")) if path.is_dir() else [path]
         files.extend(f for f in found if not path.is_dir()
-                     or not {"literature", "sanity"} & set(f.relative_to(path).parts[:-1]))
+                     or not {"literature", "sanity", "studies"} & set(f.relative_to(path).parts[:-1]))
     records, errors = [], []
     for file in files:
         try:
