@@ -60,7 +60,7 @@ def test_projection_l2_scales_onto_the_sphere() -> None:
     ({"steps": 0}, "steps=0 must be at least 1"),
     ({"eot": 0}, "eot=0"),
     ({"eps": "abc"}, "'abc' is not a valid float"),
-    ({"foo": 1}, "no option\\(s\\) foo; valid options: eot, eps, loss, norm"),
+    ({"foo": 1}, "no option\\(s\\) foo; valid options: eot, eps, gradient, loss, norm"),
 ])
 def test_bad_attack_config_errors(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -187,6 +187,22 @@ def counting_steps() -> Iterator[list[int]]:
         _step_counters.pop()
 
 
+_step_captures: list[list[Any]] = []
+
+
+@contextlib.contextmanager
+def capturing_steps() -> Iterator[list[Any]]:
+    """Collect every reverse step's output (the chain's intermediate samples, in order, with their
+    autograd history) that ``purify`` produces inside the block (DiffAttack's deviated-reconstruction
+    loss reads them)."""
+    outputs: list[Any] = []
+    _step_captures.append(outputs)
+    try:
+        yield outputs
+    finally:
+        _step_captures.pop()
+
+
 def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
     """``fn(*args)``, under non-reentrant ``torch.utils.checkpoint`` when ``checkpoint`` is set
     and grad is enabled. A step's noise must be among ``args`` so recomputation replays it;
@@ -195,8 +211,12 @@ def run_step(fn: Any, *args: Any, checkpoint: bool = False) -> Any:
         _step_counters[-1][0] += 1
         _step_counters[-1][1] += bool(checkpoint)
     if checkpoint and torch.is_grad_enabled():
-        return torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none", preserve_rng_state=False)
-    return fn(*args)
+        out = torch_checkpoint(fn, *args, use_reentrant=False, determinism_check="none", preserve_rng_state=False)
+    else:
+        out = fn(*args)
+    if _step_captures and isinstance(out, torch.Tensor):
+        _step_captures[-1].append(out)
+    return out
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", builtin="defenses", group="dbp_bench.defenses")

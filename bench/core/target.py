@@ -77,6 +77,11 @@ class StochasticTarget:
         return {"gradient_draws": self.gradient_draws.get(sample_id, 0),
                 "forward_draws": self.forward_draws.get(sample_id, 0)}
 
+    def record_gradient_draws(self, ids: Sequence[int]) -> None:
+        """Count one differentiated purification chain for each of ``ids`` (attacks that run their own
+        gradient pass, e.g. DiffAttack's, report their cost here)."""
+        self._count(self.gradient_draws, ids)
+
     def _count(self, counter: dict[int, int], ids: Sequence[int]) -> None:
         for sid in ids:
             counter[sid] = counter.get(sid, 0) + 1
