@@ -126,3 +126,20 @@ def test_paper_analysis_studies_store_export_and_plot(name: str, tmp_path) -> No
     assert exported["name"] == name and exported["results"] and exported["git_commit"]
     with Session(engine) as session:
         assert session.get(Study, result.study_id).name == name
+
+
+def test_the_paper_page_shows_each_rerun_with_its_direction(tmp_path) -> None:
+    from bench.harness.perf import write_synthetic_records
+    from bench.harness.store import open_store
+    from bench.publish.leaderboard import build_site
+
+    results = tmp_path / "results"
+    write_synthetic_records(results, 6)
+    engine = open_store(str(tmp_path / "s.sqlite"))
+    request = StudyRequest(defense="dp_ddpm", n_samples=2, values=["1", "2"], eval_draws=2,
+                           out_dir=results / "studies", defense_options={"nfe": 5})
+    run_study(engine, "efficacy", request)
+    build_site(results, tmp_path / "site")
+    page = (tmp_path / "site" / "paper.html").read_text()
+    assert "Figure 8" in page and "Direction reproduced on the toy:" in page and "bench study efficacy" in page
+    assert "addt-table2-cifar10" in page  # the tables, as reproduction files

@@ -268,8 +268,12 @@ def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
     """Run study ``name``, store it (runs + a study row) and write its plot."""
     from bench.harness.store import Study
 
+    import time
+
     function = STUDIES.get(name)
+    started, cpu_started = time.perf_counter(), time.process_time()
     run_ids, results, table, svg = function(engine, request)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     study_id = uuid.uuid4().hex[:12]
     request.out_dir.mkdir(parents=True, exist_ok=True)
     plot_path = request.out_dir / f"{study_id}-{name}.svg"
@@ -285,7 +289,8 @@ def run_study(engine: Engine, name: str, request: StudyRequest) -> StudyResult:
     # the study as a file beside its plot: what ran, at which commit, and every value it measured
     plot_path.with_suffix(".json").write_text(json.dumps(
         {"study_id": study_id, "name": name, "config": config, "git_commit": git_commit(), "run_ids": run_ids,
-         "results": results, "table": table}, indent=1, default=str) + "\n", encoding="utf-8")
+         "results": results, "table": table, "wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)},
+        indent=1, default=str) + "\n", encoding="utf-8")
     with Session(engine) as session, session.begin():
         session.add(Study(id=study_id, name=name, config=config, run_ids=run_ids, results=results,
                           plot_path=str(plot_path)))

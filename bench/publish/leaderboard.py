@@ -499,11 +499,16 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
         rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
     from bench.publish.effects import protocol_effects
 
+    from bench.publish.paper import paper_reruns
+    from bench.harness.reproduce import available as reproductions, load_reproduction
+
     effects = protocol_effects(rows, parsed)
-    for page in ("metrics", "submit", "effects"):
+    reruns = paper_reruns(records_dir)
+    tables = [load_reproduction(key) for key in reproductions()]
+    for page in ("metrics", "submit", "effects", "paper"):
         (staging / f"{page}.html").write_text(env.get_template(f"{page}.html").render(
             built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED,
-            effects=effects), encoding="utf-8")
+            effects=effects, reruns=reruns, tables=tables), encoding="utf-8")
     entries = _render_entries(env, rows, tracks, staging / "entries", built_at)
     shutil.copytree(STATIC, staging / "assets")
     for path in paths:  # the downloadable records, exactly the validated files
