@@ -112,3 +112,16 @@ def test_the_protocol_effects_page_pairs_an_approximate_record_with_its_exact_tw
     build_site(results, tmp_path / "site")
     page = (tmp_path / "site" / "effects.html").read_text()
     assert "pgd_eot, gradient=bpda" in page and "vs" in page
+
+
+def test_the_adjoint_mode_is_diffpures_torchsde_gradient() -> None:
+    pytest.importorskip("torchsde")
+    _, target, x, y, noise = _setup("diffpure")
+    exact = _grad(target, x, y, noise, "exact")
+    adjoint = _grad(target, x, y, noise, "adjoint")
+    cosine = F.cosine_similarity(adjoint.flatten(1), exact.flatten(1), dim=1)
+    assert torch.isfinite(adjoint).all() and (cosine > 0.5).all(), cosine  # close, not equal: another path
+    assert torch.equal(adjoint, _grad(target, x, y, noise, "adjoint"))  # reproducible
+    _, target, x, y, noise = _setup("dp_ddpm")
+    with pytest.raises(ConfigError, match="has none"):
+        _grad(target, x, y, noise, "adjoint")

@@ -20,6 +20,9 @@ Records made with a mode other than ``exact`` are off-protocol and never rank.
   backpropagate a cheaper surrogate process and evaluate with the real one); its noise is the real
   draw's, stream by stream, truncated to what K steps consume, so K = the purifier's own steps is
   the exact gradient.
+- ``adjoint``: DiffPure's shipped gradient, torchsde's stochastic adjoint of the reverse SDE
+  (``diffpure`` only; ``pip install -e '.[perf]'``): the continuous adjoint is not the gradient of
+  the discretised solver, and its Brownian path is torchsde's, seeded per sample from the draw.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 
 from bench.core.errors import ConfigError
 
-GRADIENT_MODES = ("exact", "bpda", "blind", "forward_only", "surrogate:K")
+GRADIENT_MODES = ("exact", "bpda", "blind", "forward_only", "surrogate:K", "adjoint")
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ EXACT = GradientMode("exact")
 
 
 def parse_gradient_mode(text: str) -> GradientMode:
-    """``exact`` | ``bpda`` | ``blind`` | ``forward_only`` | ``surrogate:K`` (K ≥ 1)."""
-    if text in ("exact", "bpda", "blind", "forward_only"):
+    """``exact`` | ``bpda`` | ``blind`` | ``forward_only`` | ``surrogate:K`` (K ≥ 1) | ``adjoint``."""
+    if text in ("exact", "bpda", "blind", "forward_only", "adjoint"):
         return GradientMode(text)
     kind, _, steps = text.partition(":")
     if kind == "surrogate" and steps.isdigit() and int(steps) >= 1:

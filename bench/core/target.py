@@ -198,6 +198,14 @@ class StochasticTarget:
             scale = self.model.defense.forward_scale if mode.kind == "forward_only" else 1.0
             through = scale * (x - x.detach())
             return real + (through.unsqueeze(1) if real.dim() == x.dim() + 1 else through)
+        if mode.kind == "adjoint":
+            adjoint = getattr(self.model.defense, "adjoint_purify", None)
+            if adjoint is None:
+                from bench.core.errors import ConfigError
+
+                raise ConfigError(f"gradient=adjoint is DiffPure's torchsde adjoint; {self.model.defense.name!r} has none")
+            approx = adjoint(x, noise)
+            return real + (approx - approx.detach())
         surrogate = self._surrogate(mode.steps)
         approx = surrogate.purify(x, surrogate_noise(surrogate, noise, tuple(x.shape[1:])),
                                   checkpoint=self.grad_plan.checkpoint)
