@@ -141,7 +141,7 @@ class TruncatedDiffusionPurifier(Defense):
         if dataset == "toy" and config.num_train_timesteps != TOY_TRAIN_TIMESTEPS:
             raise ConfigError(f"the toy DDPM was trained with num_train_timesteps={TOY_TRAIN_TIMESTEPS}, "
                               f"got {config.num_train_timesteps}")
-        return cls(config, load_network(cls, dataset))
+        return cls(config, load_network(cls, dataset, config))
 
     @classmethod
     def for_testing(

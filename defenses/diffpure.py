@@ -164,7 +164,7 @@ class DiffPure(Defense):
     def pretrained(cls, dataset: str, config: DiffPureConfig) -> DiffPure:
         from bench.zoo.hub import load_network
 
-        return cls(config, load_network(cls, dataset))
+        return cls(config, load_network(cls, dataset, config))
 
     @classmethod
     def for_testing(cls, config: DiffPureConfig | None = None, channels: int = 1, size: int = 8) -> DiffPure:

@@ -100,7 +100,7 @@ class EDMPurifier(Defense):
     def pretrained(cls, dataset: str, config: DPEDMConfig) -> EDMPurifier:
         from bench.zoo.hub import load_network
 
-        return cls(config, load_network(cls, dataset))
+        return cls(config, load_network(cls, dataset, config))
 
     @classmethod
     def for_testing(cls, config: DPEDMConfig | None = None, channels: int = 1, size: int = 8) -> EDMPurifier:

@@ -216,7 +216,7 @@ class GDMP(Defense):
     def pretrained(cls, dataset: str, config: GDMPConfig) -> GDMP:
         from bench.zoo.hub import load_network
 
-        return cls(config, load_network(cls, dataset))
+        return cls(config, load_network(cls, dataset, config))
 
     @classmethod
     def for_testing(cls, config: GDMPConfig | None = None, channels: int = 1, size: int = 8) -> GDMP:

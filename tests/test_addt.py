@@ -205,3 +205,74 @@ def test_cgpo_diagnostics_cover_every_band(backbone) -> None:
     rows = cgpo_diagnostics(backbone, net, TinyClassifier(), x0, torch.arange(4), ADDTConfig(cgpo_iterations=2))
     assert [(r["band_low"], r["band_high"]) for r in rows] == LEVEL_BANDS[backbone]
     assert all(r["ce_cgpo"] > 0 and r["ce_gaussian"] > 0 and 0 <= r["cgpo_higher"] <= 1 for r in rows)
+
+
+def test_the_clean_fine_tune_is_the_plain_denoising_loss(toy_batch) -> None:
+    """Table 5's "vanilla fine-tune": no CGPO, no perturbation, the family's own loss on clean data."""
+    unet, classifier, x0, y = toy_batch
+    backbone = DDPMFamily()
+    clean = addt_loss(backbone, unet, classifier, x0, y, ADDTConfig(variant="clean"), torch.Generator().manual_seed(5))
+    plain = backbone.clean_loss(unet, x0, torch.Generator().manual_seed(5))
+    assert clean.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_the_mse_guided_fine_tune_raises_the_reconstruction_error_not_the_classifier_loss(toy_batch) -> None:
+    """Table 5's "MSE distance guided" CGPO: its perturbation (RBGM-mapped, like ADDT's) raises the
+    one-step reconstruction error over a Gaussian draw, and it never reads the classifier."""
+    from bench.training.addt import mixed_input
+
+    unet, classifier, x0, y = toy_batch
+    backbone, level = DDPMFamily(), torch.full((32,), 60)
+    cfg = ADDTConfig(variant="mse", cgpo_iterations=3, lambda_unit=0.5, lambda_max=0.9)
+
+    class Untouchable(torch.nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            raise AssertionError("the MSE-guided fine-tune must not call the classifier")
+
+    mapped = cgpo(backbone, unet, Untouchable(), x0, y, level, cfg, torch.Generator().manual_seed(0))
+    gaussian = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    eps, lam = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2)), lambdas(backbone, level, cfg)
+    errors = []
+    for p in (mapped, gaussian):
+        with torch.no_grad():
+            x, _ = mixed_input(backbone, x0, level, eps, p, lam, "rbgm")
+            errors.append((backbone.predict_x0(unet, x, level) - x0).pow(2).flatten(1).sum(1))
+    assert (errors[0] - errors[1]).mean() > 0, errors
+
+
+def test_every_named_fine_tune_has_a_config_and_a_model_file_per_family() -> None:
+    from bench.training.addt import TOY_LAMBDA_SCALE, fine_tune_config
+    from bench.training.fine_tunes import FINE_TUNES, model_file_name
+    from bench.zoo.hub import MODEL_FILES
+
+    for name in FINE_TUNES:
+        cifar, toy = fine_tune_config(name, toy=False), fine_tune_config(name, toy=True)
+        if cifar.variant in ("rbgm", "mse"):
+            assert toy.lambda_unit == pytest.approx(cifar.lambda_unit * TOY_LAMBDA_SCALE)
+        for family in FAMILIES:
+            for base in (f"toy-{family}-addt", f"addt-{family}-cifar10"):
+                assert MODEL_FILES.get(model_file_name(base, name)).produce
+    assert fine_tune_config("lambda0.02", toy=True).lambda_unit == pytest.approx(0.16)
+    assert fine_tune_config("linf", toy=True).linf_eps == 0.25 and fine_tune_config("linf", toy=False).linf_eps == 8 / 255
+    with pytest.raises(ConfigError, match="not one of"):
+        fine_tune_config("gaussian", toy=True)
+
+
+def test_an_addt_entry_loads_the_fine_tune_its_option_names(monkeypatch) -> None:
+    from bench.core.config import build_config
+    from bench.core.defense import DEFENSES
+    from bench.zoo import hub
+
+    loaded: list[str] = []
+    monkeypatch.setattr(hub, "load_model", lambda name: loaded.append(name) or torch.nn.Identity())
+    for name, option, expected in (("dp_ddpm_addt", {}, "toy-ddpm-addt"), ("dp_ddim_addt", {"fine_tune": "linf"},
+                                   "toy-ddpm-addt-linf"), ("diffpure_addt", {"fine_tune": "clean"}, "addt-vp-cifar10-clean")):
+        cls = DEFENSES.get(name)
+        dataset = "cifar10" if name == "diffpure_addt" else "toy"
+        try:
+            cls.pretrained(dataset, build_config(cls.config_cls, option))
+        except Exception:  # noqa: BLE001 - an Identity is no network; only the file name matters here
+            pass
+        assert loaded[-1] == expected
+    with pytest.raises(ConfigError, match="fine_tune='gaussian' is not one of"):
+        build_config(DEFENSES.get("dp_ddpm_addt").config_cls, {"fine_tune": "gaussian"})

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.training.fine_tunes import FINE_TUNES
+
 log = logging.getLogger(__name__)
 # the clean model each backbone fine-tunes from, per dataset (model-file names, bench/zoo/hub.py)
 BASE_FILES = {"ddpm": {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"},
@@ -19,10 +21,10 @@ BASE_FILES = {"ddpm": {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"},
 # λ matched to its threat model. ADDT's perturbation adds λ·s·ε_δ to x_t, per-pixel std λ_unit·a
 # where λ is unclipped; an ℓ∞ attack of ε (in [0, 1] units) moves x_t by a·2ε. CIFAR-10's ratio of
 # the two is 2ε/λ_unit = (16/255)/0.03 = 2.09; the toy's ε = 0.25 keeps it with λ_unit =
-# 0.5/2.09 = 0.24 (0.03 × 0.25/(8/255)). λ_max would scale to 0.3 × 7.97 = 2.4, but the RBGM
-# mixture needs λ ≤ 1 (sqrt(1 − λ²)), so it is capped at 0.9, keeping a tenth of the Gaussian's variance.
+# 0.5/2.09 = 0.24 (0.03 × 0.25/(8/255), i.e. × 8: bench.training.addt.TOY_LAMBDA_SCALE). λ_max would
+# scale to 0.3 × 7.97 = 2.4, but the RBGM mixture needs λ ≤ 1 (sqrt(1 − λ²)), so it is capped at
+# 0.9, keeping a tenth of the Gaussian's variance. ADDT_linf keeps its own λ (App. I).
 TOY_DEFAULTS = {"batch_size": 128, "epochs": 40, "checkpoint_every": 100}
-TOY_RBGM_LAMBDAS = {"lambda_unit": 0.24, "lambda_max": 0.9}  # ADDT_linf keeps its own λ (App. I)
 
 
 def add_parsers(sub: Any) -> None:
@@ -48,7 +50,10 @@ def _shared_flags(parser: Any) -> None:
                         help="ddpm (dp_ddpm/dp_ddim), vp (diffpure), edm (dp_edm)")
     parser.add_argument("--dataset", default="toy", help="toy | cifar10 (default: toy)")
     parser.add_argument("--classifier", help="guidance classifier spec (default: the dataset's)")
-    parser.add_argument("--variant", default="rbgm", choices=["rbgm", "linf"], help="rbgm (ADDT) or linf (ADDT_linf)")
+    parser.add_argument("--fine-tune", default="rbgm", choices=list(FINE_TUNES),
+                        help="which of the paper's fine-tunes: " + "; ".join(f"{k}: {v.description} ({v.tables})"
+                                                                             for k, v in FINE_TUNES.items())
+                        + " (default rbgm)")
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("ema-decay", float), ("lambda-unit", float),
                        ("lambda-max", float), ("cgpo-iterations", int), ("checkpoint-every", int), ("seed", int)):
         parser.add_argument(f"--{name}", type=kind, help="default: the paper's (toy: its own scale)")
@@ -77,16 +82,14 @@ def run_diagnose(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from bench.training.addt import ADDTConfig
+    from bench.training.addt import fine_tune_config
 
-    values: dict[str, Any] = {}
-    if args.dataset == "toy":
-        values = {**TOY_DEFAULTS, **(TOY_RBGM_LAMBDAS if args.variant == "rbgm" else {})}
+    values: dict[str, Any] = dict(TOY_DEFAULTS) if args.dataset == "toy" else {}
     for field in ("epochs", "batch_size", "lr", "ema_decay", "lambda_unit", "lambda_max", "cgpo_iterations",
                   "checkpoint_every", "seed"):
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
-    return ADDTConfig.linf(**values) if args.variant == "linf" else ADDTConfig(**values)
+    return fine_tune_config(args.fine_tune, toy=args.dataset == "toy", **values)
 
 
 def _base_model(backbone: str, dataset: str) -> Any:
@@ -111,12 +114,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     classifier_spec = args.classifier or default_classifier(args.dataset)
-    out = Path(args.out or f"runs/addt-{args.backbone}-{args.dataset}")
+    suffix = "" if args.fine_tune == "rbgm" else f"-{args.fine_tune}"
+    out = Path(args.out or f"runs/addt-{args.backbone}-{args.dataset}{suffix}")
     model = _base_model(args.backbone, args.dataset)
     classifier = load_classifier(args.dataset, classifier_spec)
     split = load_train_split(args.dataset)
     provenance = collect_provenance(__import__("torch").device(args.device))
-    metadata = {"base_model": BASE_FILES[args.backbone].get(args.dataset, ""),
+    metadata = {"fine_tune": args.fine_tune, "base_model": BASE_FILES[args.backbone].get(args.dataset, ""),
                 "classifier": classifier_spec, "dataset": args.dataset, "train_images": len(split),
                 "git_commit": provenance["git_commit"], "packages": provenance["packages"]}
     bar = tqdm(desc=f"ADDT {args.backbone}", unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
@@ -134,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 writes the final model
     final = out / "final.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    save_file(state, str(final), metadata={"backbone": args.backbone, "variant": cfg.variant})
+    save_file(state, str(final), metadata={"backbone": args.backbone, "fine_tune": args.fine_tune})
     summary = {**metadata, "config": cfg.__dict__, "steps": result.steps, "seconds": round(result.seconds, 1),
                "seconds_per_epoch": round(result.seconds_per_epoch, 2),
                "final_loss_mean_last_50": sum(result.losses[-50:]) / max(len(result.losses[-50:]), 1)}
@@ -146,21 +150,22 @@ def run_train(args: argparse.Namespace) -> int:
             from bench.core.errors import ConfigError
 
             raise ConfigError("--toy-assets only applies to --dataset toy")
-        _install_toy(args.backbone, final, summary)
+        _install_toy(args.backbone, args.fine_tune, final, summary)
     return 0
 
 
-def _install_toy(backbone: str, final: Path, summary: dict[str, Any]) -> None:
-    from bench.zoo.toy import ASSETS, TOY_ADDT_NAMES, sha256_file
+def _install_toy(backbone: str, fine_tune: str, final: Path, summary: dict[str, Any]) -> None:
+    from bench.zoo.toy import ASSETS, sha256_file, toy_addt_stem
 
-    name = TOY_ADDT_NAMES[backbone]
+    name = toy_addt_stem(backbone, fine_tune)
     target = ASSETS / f"{name}.safetensors"
     shutil.copyfile(final, target)
     manifest_path = ASSETS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["files"][target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
-    manifest.setdefault("models", {})[f"{backbone}_addt"] = {
+    key = f"{backbone}_addt" + ("" if fine_tune == "rbgm" else f"_{fine_tune}")
+    manifest.setdefault("models", {})[key] = {
         "file": target.name, "train_seconds": summary["seconds"], "seconds_per_epoch": summary["seconds_per_epoch"],
-        "addt_config": summary["config"], "base_model": summary["base_model"], "classifier": summary["classifier"]}
+        "fine_tune": fine_tune, "addt_config": summary["config"], "base_model": summary["base_model"], "classifier": summary["classifier"]}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"installed {target} (manifest updated)")

@@ -231,8 +231,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.core.config import parse_overrides
     from bench.core.errors import ConfigError
-    from bench.harness.reproduce import format_list, format_plan, format_results, load_reproduction, plan, run
+    from bench.harness.reproduce import (format_list, format_plan, format_results, format_study_plan, load_reproduction,
+                                         plan, plan_studies, run, run_studies)
     from bench.harness.store import open_store
+    from bench.protocols import protocol_for
 
     if args.list:
         print(format_list())
@@ -240,14 +242,25 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError("bench reproduce needs a NAME (see `bench reproduce --list`)")
     repro = load_reproduction(args.name)
+    on_paper_data = args.dataset in (None, repro.dataset)
+    ms, unit = (args.gpu_ms_per_call if args.gpu_ms_per_call is not None else repro.gpu_ms_per_call), "GPU"
+    if not on_paper_data:
+        ms, unit = protocol_for(args.dataset, None).cpu_ms_per_call or 0.0, "CPU"
+    if repro.kind == "figure":
+        studies = plan_studies(repro, n_samples=args.n_samples, dataset=args.dataset, eval_draws=args.draws, out_dir=args.out)
+        print(format_study_plan(repro, studies, ms, unit))
+        if args.dry_run:
+            return 0
+        for cell in run_studies(open_store(args.db), studies):
+            print(f"\n{cell.entry}: study {cell.result.study_id}, plot {cell.result.plot_path}\n{cell.result.table}")
+        return 0
     if not repro.cells:
         raise ConfigError(f"{repro.name} has no cell runnable here" + (f"; it needs {repro.needs}" if repro.needs else ""))
     norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
     cells = plan(repro, n_samples=args.n_samples, defense_options=parse_overrides(args.defense_opt),
                  attack_options=parse_overrides(args.attack_opt), device=args.device, norms=norms,
-                 eval_draws=args.draws)
-    ms = args.gpu_ms_per_call if args.gpu_ms_per_call is not None else repro.gpu_ms_per_call
-    print(format_plan(repro, cells, ms))
+                 eval_draws=args.draws, dataset=args.dataset)
+    print(format_plan(repro, cells, ms, unit))
     if args.dry_run:
         return 0
     engine = open_store(args.db)
@@ -323,7 +336,11 @@ def add_parsers(sub: Any) -> None:
     reproduce.add_argument("name", nargs="?", help="e.g. addt-table2-cifar10, addt-table3-nfe (see --list)")
     reproduce.add_argument("--list", action="store_true", help="list the reproduction files: name, cells, title, "
                            "and what their rows that are not cells need")
-    reproduce.add_argument("--dry-run", action="store_true", help="print the cells and the estimated GPU-hours, run nothing")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the cells and the estimated GPU-hours (toy: "
+                           "CPU-hours), run nothing")
+    reproduce.add_argument("--dataset", help="re-run on another dataset at its protocol's budgets, e.g. toy (default: "
+                           "the paper's)")
+    reproduce.add_argument("--out", help="folder for a figure's study plots and exports (default results/studies)")
     reproduce.add_argument("--n-samples", type=int, help="images per cell (default: the paper's)")
     reproduce.add_argument("--draws", type=int, help="evaluation draws K per image (default: the protocol's)")
     reproduce.add_argument("--norms", help="comma-separated subset of the paper's norms (default: all it reports)")

@@ -276,6 +276,37 @@ class DefendedClassifier(nn.Module):
         return self.classifier(purified)
 
 
+_FINE_TUNE_CONFIGS: dict[type[Any], type[Any]] = {}
+
+
+def fine_tune_config_cls(base: type[Any]) -> type[Any]:
+    """``base`` (a frozen defense config) plus ``fine_tune``: which of the ADDT paper's fine-tunes
+    the entry loads (:data:`bench.training.fine_tunes.FINE_TUNES`; default ``rbgm``, ADDT itself;
+    ``clean`` / ``mse`` are Table 5's ablations, ``linf`` Table 12's, ``lambda0.02`` / ``lambda0.04``
+    Table 15's)."""
+    import dataclasses
+    import sys
+
+    from bench.training.fine_tunes import DEFAULT_FINE_TUNE, FINE_TUNES
+
+    if base in _FINE_TUNE_CONFIGS:  # one class per base config (dp_ddpm_addt and dp_ddim_addt share one)
+        return _FINE_TUNE_CONFIGS[base]
+
+    def check(self: Any) -> None:
+        base.__post_init__(self) if hasattr(base, "__post_init__") else None
+        if self.fine_tune not in FINE_TUNES:
+            from bench.core.errors import ConfigError
+
+            raise ConfigError(f"fine_tune={self.fine_tune!r} is not one of {', '.join(FINE_TUNES)}")
+
+    config_cls = dataclasses.make_dataclass(
+        f"{base.__name__}FineTune", [("fine_tune", str, DEFAULT_FINE_TUNE)], bases=(base,), frozen=True,
+        namespace={"__post_init__": check, "__doc__": base.__doc__, "__module__": base.__module__})
+    # published beside its base config so that pickling (executors) finds it by name
+    setattr(sys.modules[base.__module__], config_cls.__name__, config_cls)
+    return _FINE_TUNE_CONFIGS.setdefault(base, config_cls)
+
+
 def addt_variant(base: type[Defense], family: str, module: str) -> type[Defense]:
     """``base`` with ADDT fine-tuned weights (ADDT paper Sec. 5, Tables 1-2): the same purification,
     config and noise streams; only the denoiser differs, fine-tuned with RBGM + CGPO by
@@ -284,6 +315,7 @@ def addt_variant(base: type[Defense], family: str, module: str) -> type[Defense]
     ``__name__`` (so `.ci/pr-check` maps the file to its defense)."""
     return type(f"{base.__name__}ADDT", (base,), {
         "__doc__": f"{base.name} with ADDT fine-tuned {family} weights.",
+        "config_cls": fine_tune_config_cls(base.config_cls),
         "__module__": module,
         "description": f"{base.name} with ADDT fine-tuned {family.upper()} weights",
         "paper": "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 5 (RBGM + CGPO fine-tuning)",

@@ -1,6 +1,6 @@
-"""``bench reproduce NAME``: a paper's table as data (``bench/protocols/NAME.toml``) run as a grid.
+"""``bench reproduce NAME``: a paper's table or figure as data (``bench/protocols/NAME.toml``).
 
-A reproduction file lists cells (a defense entry, e.g. ``gdmp[guidance=ssim]``) with the numbers
+A table file lists cells (a defense entry, e.g. ``gdmp[guidance=ssim]``) with the numbers
 the paper reports per norm, plus what every cell shares: dataset, classifier, n, seed, evaluation
 draws, attack (with optional ``attack_options``, e.g. ``{ eot = 1 }``) and settings; an optional
 ``needs`` says what the table's rows that are not cells would need (a file whose rows all need
@@ -10,6 +10,12 @@ defense's norm-dependent defaults apply, see ``Defense.norm_defaults``), :func:`
 cell from its attack's gradient and forward-only draws per image and the defense's network calls,
 and :func:`run` executes the cells through :func:`bench.harness.grid.run_grid` (complete cells are
 skipped, interrupted ones resumed, any executor).
+
+A figure file names a study (:mod:`bench.harness.studies`) and its ``[[subjects]]`` (a defense, the
+swept values, a classifier per dataset); :func:`plan_studies` turns them into study requests and
+:func:`run_studies` runs them. ``--dataset toy`` re-runs either kind on the toy suite at the toy
+protocol's budgets (``bench/protocols/toy.toml``; a cell's own options, e.g. ``nfe=5`` or
+``eot=1``, still apply, as they define the cell), with the toy classifier and threat model.
 """
 
 from __future__ import annotations
@@ -43,6 +49,24 @@ class Reproduction:
     cells: tuple[dict[str, Any], ...]
     attack_options: dict[str, Any] = field(default_factory=dict)  # the file's, under any --attack-opt
     needs: str = ""  # what the rows left out of ``cells`` need (``bench reproduce --list`` prints it)
+    study: str = ""  # a figure file: the study it runs (then ``subjects`` instead of ``cells``)
+    subjects: tuple[dict[str, Any], ...] = ()
+    claim: str = ""  # a figure's caption claim (the site's direction check)
+    toy_n_samples: int | None = None  # the toy re-run's size (default: the toy protocol's)
+
+    @property
+    def kind(self) -> str:
+        return "figure" if self.study else "table"
+
+
+@dataclass
+class StudyCell:
+    """One study of a figure file: ``entry`` (defense, as the subject names it) and its request."""
+
+    entry: str
+    request: Any  # bench.harness.studies.StudyRequest
+    study: str
+    result: Any = None  # bench.harness.studies.StudyResult once run
 
 
 @dataclass
@@ -61,8 +85,9 @@ def available() -> list[str]:
     found = []
     for path in sorted(PROTOCOL_DIR.glob("*.toml")):
         with path.open("rb") as handle:
-            if "cells" in tomllib.load(handle):
-                found.append(path.stem)
+            data = tomllib.load(handle)
+        if "cells" in data or "subjects" in data:
+            found.append(path.stem)
     return found
 
 
@@ -73,6 +98,19 @@ def load_reproduction(key: str) -> Reproduction:
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     try:
+        if "subjects" in data:
+            from bench.harness.studies import STUDIES
+
+            subjects = tuple(dict(s) for s in data["subjects"])
+            STUDIES.get(data["study"])
+            for s in subjects:
+                if not s.get("defense"):
+                    raise KeyError(f"a subject without a defense: {s}")
+            return Reproduction(key, data["name"], data["title"], data["source"], data["dataset"], data.get("classifier"),
+                                int(data["n_samples"]), int(data.get("seed", 0)), int(data.get("eval_draws", 10)),
+                                "", (), float(data.get("gpu_ms_per_call", 0.0)), (), {}, str(data.get("needs", "")),
+                                study=str(data["study"]), subjects=subjects, claim=str(data["claim"]),
+                                toy_n_samples=data.get("toy_n_samples"))
         cells = tuple(dict(c) for c in data["cells"])
         for c in cells:
             if not c.get("defense") or not c.get("reported"):
@@ -81,16 +119,34 @@ def load_reproduction(key: str) -> Reproduction:
                             int(data["n_samples"]), int(data.get("seed", 0)), int(data.get("eval_draws", 10)),
                             data["attack"], tuple(data.get("settings", ["white"])),
                             float(data.get("gpu_ms_per_call", 0.0)), cells, dict(data.get("attack_options", {})),
-                            str(data.get("needs", "")))
+                            str(data.get("needs", "")), toy_n_samples=data.get("toy_n_samples"))
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"reproduction file {path} is malformed: {err}") from None
 
 
+def _toy_defaults(repro: Reproduction, dataset: str | None) -> tuple[str, str | None, str, int | None, int | None]:
+    """(dataset, classifier, protocol, n, K) of a run: the file's, or on another dataset (the toy
+    suite) that dataset's classifier, default protocol, the file's ``toy_n_samples`` or the
+    protocol's size, and the protocol's evaluation draws."""
+    from bench.protocols import DEFAULT_FOR_DATASET, PAPER, protocol_for
+
+    if dataset is None or dataset == repro.dataset:
+        return repro.dataset, repro.classifier, PAPER, repro.n_samples, repro.eval_draws
+    protocol = protocol_for(dataset, None)
+    return (dataset, None, DEFAULT_FOR_DATASET.get(dataset, PAPER), repro.toy_n_samples or protocol.n_samples,
+            protocol.eval_draws)
+
+
 def plan(repro: Reproduction, n_samples: int | None = None, defense_options: dict[str, Any] | None = None,
          attack_options: dict[str, Any] | None = None, device: str = "cpu",
-         norms: list[str] | None = None, eval_draws: int | None = None) -> list[Cell]:
-    """One cell per (entry, norm the paper reports, setting), each with its run request."""
+         norms: list[str] | None = None, eval_draws: int | None = None, dataset: str | None = None) -> list[Cell]:
+    """One cell per (entry, norm the paper reports, setting), each with its run request; on
+    ``dataset`` (e.g. ``toy``) instead of the paper's, at that dataset's protocol."""
     from bench.core.config import split_entry
+
+    if repro.kind == "figure":
+        raise ConfigError(f"{repro.name} is a figure (study {repro.study!r}): use plan_studies")
+    run_dataset, classifier, protocol, default_n, default_draws = _toy_defaults(repro, dataset)
 
     unknown = sorted(set(norms or []) - {n for spec in repro.cells for n in spec["reported"]})
     if unknown:
@@ -104,24 +160,60 @@ def plan(repro: Reproduction, n_samples: int | None = None, defense_options: dic
                 continue
             for setting in repro.settings:
                 request = RunRequest(
-                    defense=name, attack=repro.attack, setting=setting, norm=norm, dataset=repro.dataset,
-                    classifier=repro.classifier, n_samples=n_samples or repro.n_samples, seed=repro.seed,
-                    eval_draws=eval_draws or repro.eval_draws, defense_options={**options, **(defense_options or {})},
+                    defense=name, attack=repro.attack, setting=setting, norm=norm, dataset=run_dataset,
+                    classifier=classifier, n_samples=n_samples or default_n, seed=repro.seed,
+                    eval_draws=eval_draws or default_draws, defense_options={**options, **(defense_options or {})},
                     attack_options={**repro.attack_options, **(attack_options or {})}, device=device,
-                    protocol="paper")
+                    protocol=protocol)
                 cells.append(Cell(spec["defense"], norm, setting, request, dict(reported)))
+    return cells
+
+
+def plan_studies(repro: Reproduction, n_samples: int | None = None, dataset: str | None = None,
+                 eval_draws: int | None = None, out_dir: Any = None) -> list[StudyCell]:
+    """A figure file's studies: one per subject, on the file's dataset or ``dataset``."""
+    from pathlib import Path
+
+    from bench.harness.studies import StudyRequest
+
+    if repro.kind != "figure":
+        raise ConfigError(f"{repro.name} is a table: use plan")
+    run_dataset, _, _, default_n, _ = _toy_defaults(repro, dataset)
+    if run_dataset != repro.dataset:
+        default_n = repro.toy_n_samples or 64
+    out = []
+    for subject in repro.subjects:
+        classifier = subject.get("classifier", {})
+        request = StudyRequest(
+            defense=subject["defense"], dataset=run_dataset, n_samples=n_samples or default_n, seed=repro.seed,
+            values=[str(v) for v in subject.get("values", [])], defense_options=dict(subject.get("defense_options", {})),
+            attack_options=dict(subject.get("attack_options", {})), eval_draws=eval_draws or repro.eval_draws,
+            out_dir=Path(out_dir or "results/studies"),
+            classifier=classifier.get(run_dataset) if isinstance(classifier, dict) else classifier)
+        out.append(StudyCell(subject["defense"] + (f" ({request.classifier})" if request.classifier else ""), request,
+                             repro.study))
+    return out
+
+
+def run_studies(engine: Any, cells: list[StudyCell]) -> list[StudyCell]:
+    from bench.harness.studies import run_study
+
+    for cell in cells:
+        cell.result = run_study(engine, cell.study, cell.request)
     return cells
 
 
 def format_list() -> str:
     """One line per reproduction file: name, title, number of cells (entry x norm x setting, as
-    ``bench reproduce NAME`` runs them) and, where the file says so, what its other rows need."""
+    ``bench reproduce NAME`` runs them) or of studies and, where the file says so, what its other
+    rows need."""
     import re
 
     lines = []
     for key in sorted(available(), key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]):
         repro = load_reproduction(key)  # in table order: table1, table2, ..., table10
-        line = f"{key:<34}{len(plan(repro)):>3} cells  {repro.title}"
+        count = f"{len(repro.subjects):>3} studies" if repro.kind == "figure" else f"{len(plan(repro)):>3} cells  "
+        line = f"{key:<34}{count}  {repro.title}"
         lines.append(line + (f"; not runnable here: {repro.needs}" if repro.needs else ""))
     return "\n".join(lines)
 
@@ -173,22 +265,91 @@ def run(engine: Any, cells: list[Cell], executor: str = "local", db_url: str | N
     return cells
 
 
-def format_plan(repro: Reproduction, cells: list[Cell], gpu_ms_per_call: float) -> str:
-    options = ",".join(f"{k}={v}" for k, v in repro.attack_options.items())
+def _network_calls(defense: str, dataset: str, options: dict[str, Any]) -> int:
+    """Denoiser calls of one purification of ``defense`` at ``options`` over ``dataset``'s protocol."""
+    from bench.core.config import build_config
+    from bench.core.defense import DEFENSES
+    from bench.harness.runner import normalized_request
+
+    wanted = normalized_request(RunRequest(defense=defense, attack="pgd_eot", dataset=dataset, defense_options=options))
+    defense_cls = DEFENSES.get(defense)
+    return defense_cls.for_testing(build_config(defense_cls.config_cls, wanted.defense_config)).network_calls
+
+
+def _pgd_run(calls: int, eot: int, steps: int, draws: int) -> float:
+    """Call-images per image of one PGD-EoT run plus its 2K evaluation passes (forward-only at FORWARD_SHARE)."""
+    return calls * (steps * eot + FORWARD_SHARE * 2 * draws)
+
+
+def estimate_study(cell: StudyCell, ms_per_call: float) -> dict[str, float]:
+    """Denoiser call-images and hours of one study, from what it runs per image (upper bounds;
+    the analyses' defaults: PGD20, EoT-10 White-box, a 9 x 9 landscape grid)."""
+    r, k = cell.request, cell.request.eval_draws
+    calls = _network_calls(r.defense, r.dataset, r.defense_options)
+    values = [int(v) for v in r.values] if cell.study in ("gradsim", "efficacy", "addt-settings") and r.values else []
+    if cell.study == "gradsim":
+        values = values or [2**i for i in range(10)]
+        attacked = [v for v in values if v <= int(r.attack_options.get("max_attack_eot", 16))]
+        per_image = calls * (sum(values) + 1) + sum(_pgd_run(calls, v, 20, k) for v in attacked)
+    elif cell.study == "efficacy":
+        values = values or [2**i for i in range(8)]
+        per_image = calls * (1 + sum(values) + FORWARD_SHARE * 2 * k * (len(values) + 2))
+    elif cell.study == "trajectory":
+        per_image = calls * (20 * (1 + 10 + 1) + FORWARD_SHARE * 3 * 21 * k)
+    elif cell.study == "landscape":
+        grid = int(r.values[0]) if r.values else 9
+        per_image = calls * (20 * (10 + 1) + FORWARD_SHARE * grid * grid * k)
+    elif cell.study == "addt-settings":
+        twin = f"{r.defense}_addt"
+        per_image = sum(2 * _pgd_run(_network_calls(d, r.dataset, {**r.defense_options, "nfe": nfe}), 10, 20, k)
+                        for d in (r.defense, twin) for nfe in (values or [5, 10, 20]))
+    elif cell.study == "settings":
+        per_image = len(r.values or ["white", "dw_fwd", "dw_both", "dw_semi:8"]) * _pgd_run(calls, 10, 20, k)
+    else:
+        raise ConfigError(f"no cost model for study {cell.study!r}")
+    return {"network_calls": calls, "call_images": per_image * r.n_samples,
+            "hours": per_image * r.n_samples * ms_per_call / 3.6e6}
+
+
+def format_study_plan(repro: Reproduction, cells: list[StudyCell], ms_per_call: float, unit: str = "GPU") -> str:
     lines = [f"{repro.title} ({repro.source})",
-             f"{len(cells)} cells: {repro.dataset}, n={cells[0].request.n_samples if cells else 0}, seed {repro.seed}, "
-             f"K={repro.eval_draws}, classifier {repro.classifier or 'default'}, attack {repro.attack}"
+             f"{len(cells)} studies ({repro.study}): {cells[0].request.dataset if cells else repro.dataset}, "
+             f"n={cells[0].request.n_samples if cells else 0}, seed {repro.seed}, K={cells[0].request.eval_draws if cells else 0}",
+             f"{'subject':<40}{'calls':>6}{'call-images':>14}{unit + '-h':>8}"]
+    total = 0.0
+    for cell in cells:
+        e = estimate_study(cell, ms_per_call)
+        total += e["hours"]
+        lines.append(f"{cell.entry:<40}{e['network_calls']:>6}{e['call_images']:>14.0f}{e['hours']:>8.2f}")
+    lines.append(_total_line(total, ms_per_call, unit))
+    return "\n".join(lines)
+
+
+def _total_line(total: float, ms_per_call: float, unit: str) -> str:
+    if unit == "CPU":
+        return (f"estimated total: {total:.2f} CPU-hours at {ms_per_call:g} ms per denoiser call (forward+backward) per "
+                "image (the toy protocol's calibration, one thread)")
+    return (f"estimated total: {total:.1f} GPU-hours at {ms_per_call:g} ms per denoiser call (forward+backward) "
+            "per image (the protocol file's calibration from the paper's own reported run time); measure yours with "
+            "`bench perf --device cuda` and pass --gpu-ms-per-call")
+
+
+def format_plan(repro: Reproduction, cells: list[Cell], gpu_ms_per_call: float, unit: str = "GPU") -> str:
+    options = ",".join(f"{k}={v}" for k, v in repro.attack_options.items())
+    first = cells[0].request if cells else None
+    lines = [f"{repro.title} ({repro.source})",
+             f"{len(cells)} cells: {first.dataset if first else repro.dataset}, n={first.n_samples if first else 0}, "
+             f"seed {repro.seed}, K={first.eval_draws if first else repro.eval_draws}, classifier "
+             f"{(first.classifier if first else repro.classifier) or 'default'}, attack {repro.attack}"
              + (f"[{options}]" if options else ""),
-             f"{'entry':<28}{'norm':<6}{'setting':<9}{'calls':>6}{'grad/img':>10}{'fwd/img':>9}{'GPU-h':>8}"]
+             f"{'entry':<28}{'norm':<6}{'setting':<9}{'calls':>6}{'grad/img':>10}{'fwd/img':>9}{unit + '-h':>8}"]
     total = 0.0
     for cell in cells:
         e = estimate(cell, gpu_ms_per_call)
         total += e["gpu_hours"]
         lines.append(f"{cell.entry:<28}{cell.norm:<6}{cell.setting:<9}{e['network_calls']:>6}"
                      f"{e['gradient_draws']:>10}{e['forward_draws']:>9}{e['gpu_hours']:>8.2f}")
-    lines.append(f"estimated total: {total:.1f} GPU-hours at {gpu_ms_per_call:g} ms per denoiser call (forward+backward) "
-                 "per image (the protocol file's calibration from the paper's own reported run time); measure yours with "
-                 "`bench perf --device cuda` and pass --gpu-ms-per-call")
+    lines.append(_total_line(total, gpu_ms_per_call, unit))
     return "\n".join(lines)
 
 

@@ -39,6 +39,9 @@ class Protocol:
     # a defense class attribute holding each plug-in's own budgets for this protocol (the toy
     # protocol: ``toy_options``); the file's [defenses] table only overrides them
     defense_budgets_from: str | None = None
+    # ms of CPU per denoiser call (forward+backward) per image, one thread: what `bench reproduce
+    # --dataset toy --dry-run` prices a toy re-run with
+    cpu_ms_per_call: float | None = None
 
     def defense_options(self, defense: str) -> dict[str, Any]:
         """The protocol's options for ``defense``: the plug-in's own budgets for this protocol
@@ -73,7 +76,8 @@ def available() -> list[str]:
 
 def _kind(path: Path) -> str:
     with path.open("rb") as handle:
-        return "reproduction" if "cells" in tomllib.load(handle) else "evaluation"
+        data = tomllib.load(handle)
+    return "reproduction" if "cells" in data or "subjects" in data else "evaluation"
 
 
 def load_protocol(key: str) -> Protocol:
@@ -93,6 +97,7 @@ def load_protocol(key: str) -> Protocol:
             n_samples=data.get("n_samples"), seed=int(data.get("seed", 0)), eval_draws=int(data.get("eval_draws", 10)),
             ranking_attacks=tuple(data.get("ranking_attacks", ())),
             defense_budgets_from=data.get("defense_budgets_from"),
+            cpu_ms_per_call=data.get("cpu_ms_per_call"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"protocol file {path} is malformed: {err!r}") from None

@@ -29,6 +29,14 @@ Pieces, each a small function or class:
   (‖δ‖∞ ≤ ε in [0, 1] units, i.e. 2ε for the model's [-1, 1]), mixed as
   x' = a x0 + s (ε + λ δ) with λ = clip(γ, 0, 10) (λ_unit 1, λ_max 10), so that for most t
   λ s δ = a δ: the diffused adversarial image. Our reading of App. I, which gives only λ.
+- the Table 5 ablations: ``variant="clean"`` ("vanilla fine-tune only": the same loop with no
+  perturbation, n' = ε, so the plain ε-MSE on clean data) and ``variant="mse"`` ("MSE distance
+  guided": CGPO with the classifier's cross-entropy replaced by the one-step reconstruction error
+  ‖x̂0 − x0‖², RBGM-mapped as ADDT). A Gaussian perturbation without any guidance is not a third
+  ablation: sqrt(1−λ²) ε + λ ε' with independent Gaussians is again N(0, I), i.e. ``clean``.
+- :func:`fine_tune_config`: the config of a named fine-tune of :data:`bench.training.fine_tunes.FINE_TUNES`
+  (Tables 5, 7, 12, 15), at the toy suite's scale if asked; the defenses' ``fine_tune`` option
+  loads the matching model file.
 - :func:`train` — the loop as the reference runs it: AdamW (betas 0.95/0.999, weight decay
   1e-6), gradient clipping 1, diffusers' ``EMAModel`` with warm-up (inv_gamma 1, power 3/4, max
   decay 0.9999), the model in train mode for CGPO and the update (dropout on); stateless
@@ -77,6 +85,9 @@ def lambda_schedule(gamma: torch.Tensor, unit: float, low: float, high: float) -
 # -- CGPO and the ADDT loss ---------------------------------------------------------------------
 
 
+VARIANTS = ("rbgm", "linf", "clean", "mse")
+
+
 @dataclass(frozen=True)
 class ADDTConfig:
     """Defaults are the paper's and its reference code's (Sec. 6.1, App. E; ADDT.sh, train_ADDT.py):
@@ -85,7 +96,7 @@ class ADDTConfig:
     scale. ``delta_init_std`` is the ADDT_ℓ∞ start only (the RBGM variant starts from a Gaussian).
     ``cgpo_train_mode``: run CGPO with the model in train mode (dropout on), as the reference."""
 
-    variant: Literal["rbgm", "linf"] = "rbgm"
+    variant: Literal["rbgm", "linf", "clean", "mse"] = "rbgm"
     lambda_unit: float = 0.03
     lambda_min: float = 0.0
     lambda_max: float = 0.3
@@ -107,11 +118,11 @@ class ADDTConfig:
     checkpoint_every: int = 1000  # optimizer steps
 
     def __post_init__(self) -> None:
-        if self.variant not in ("rbgm", "linf"):
-            raise ConfigError(f"variant={self.variant!r} must be 'rbgm' or 'linf'")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant={self.variant!r} must be one of {', '.join(VARIANTS)}")
         if not 0 <= self.lambda_min <= self.lambda_max:
             raise ConfigError(f"need 0 <= lambda_min <= lambda_max, got {self.lambda_min}, {self.lambda_max}")
-        if self.variant == "rbgm" and self.lambda_max > 1:
+        if self.variant in ("rbgm", "mse") and self.lambda_max > 1:
             raise ConfigError(f"lambda_max={self.lambda_max} > 1 makes sqrt(1 - λ²) undefined for the RBGM mixture")
         for name in ("cgpo_iterations", "batch_size", "epochs", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -121,6 +132,29 @@ class ADDTConfig:
     def linf(cls, **overrides: Any) -> ADDTConfig:
         """ADDT_ℓ∞ defaults (App. I): λ_unit 1, λ_max 10."""
         return cls(**{"variant": "linf", "lambda_unit": 1.0, "lambda_max": 10.0, **overrides})
+
+
+def fine_tune_config(name: str, toy: bool, **overrides: Any) -> ADDTConfig:
+    """The :class:`ADDTConfig` of fine-tune ``name``; on the toy suite λ_unit (and ADDT's λ_max)
+    are rescaled to its threat model by :data:`TOY_LAMBDA_SCALE` (derivation in ``bench/cli/addt.py``)."""
+    from bench.training.fine_tunes import FINE_TUNES
+
+    if name not in FINE_TUNES:
+        raise ConfigError(f"fine-tune {name!r} is not one of {', '.join(FINE_TUNES)}")
+    values: dict[str, Any] = dict(FINE_TUNES[name].overrides)
+    if toy and values.get("variant", "rbgm") in ("rbgm", "mse"):
+        values["lambda_unit"] = round(values.get("lambda_unit", 0.03) * TOY_LAMBDA_SCALE, 6)
+        values["lambda_max"] = TOY_LAMBDA_MAX
+    if toy and values.get("variant") == "linf":
+        values["linf_eps"] = TOY_LINF_EPS
+    return ADDTConfig(**{**values, **overrides})
+
+
+# The toy suite keeps CIFAR-10's ratio of attack size to ADDT perturbation (2ε/λ_unit = 2.09) at its
+# ε = 0.25: λ_unit × 8 (0.03 -> 0.24), λ_max capped at 0.9 (see bench/cli/addt.py)
+TOY_LAMBDA_SCALE = 8.0
+TOY_LAMBDA_MAX = 0.9
+TOY_LINF_EPS = 0.25  # ADDT_linf's PGD budget is the attack's: the toy's l_inf eps (bench.harness.request.THREAT_DEFAULTS)
 
 
 def _classify(classifier: nn.Module, x0_hat: torch.Tensor) -> torch.Tensor:
@@ -145,14 +179,19 @@ def lambdas(backbone: Family, level: torch.Tensor, cfg: ADDTConfig) -> torch.Ten
 
 def _classifier_gradient(family: Family, model: nn.Module, classifier: nn.Module, x0: torch.Tensor,
                          y: torch.Tensor, level: torch.Tensor, lam: torch.Tensor, perturbation: torch.Tensor,
-                         variant: str, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+                         variant: str, generator: torch.Generator, objective: str = "ce") -> tuple[torch.Tensor, float]:
     """(∇ of the summed classifier cross-entropy on x̂0 w.r.t. ``perturbation``, mean CE) for one
-    fresh ε (Algorithm 1, lines 6-9)."""
+    fresh ε (Algorithm 1, lines 6-9); ``objective="mse"``: the reconstruction error ‖x̂0 − x0‖²
+    instead (Table 5's "MSE distance guided" ablation; the classifier is unused)."""
     eps = torch.randn(x0.shape, generator=generator).to(x0)
     mapped = perturbation.detach().requires_grad_(True)
     with torch.enable_grad():  # CGPO needs ∇_{ε_δ} even when the caller evaluates without grad
         x, _ = mixed_input(family, x0, level, eps, mapped, lam, variant)
-        loss = F.cross_entropy(_classify(classifier, family.predict_x0(model, x, level)), y, reduction="sum")
+        x0_hat = family.predict_x0(model, x, level)
+        if objective == "mse":
+            loss = (x0_hat - x0).pow(2).sum()
+        else:
+            loss = F.cross_entropy(_classify(classifier, x0_hat), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, mapped)
     return grad, loss.item() / x0.shape[0]
 
@@ -169,11 +208,13 @@ def cgpo(family: Family, model: nn.Module, classifier: nn.Module, x0: torch.Tens
     was_training, params = model.training, [p.requires_grad for p in model.parameters()]
     model.train(cfg.cgpo_train_mode).requires_grad_(False)
     try:
-        if cfg.variant == "rbgm":
+        if cfg.variant in ("rbgm", "mse"):
             mapped = torch.randn(x0.shape, generator=generator).to(x0)  # the first ε_δ: a fresh Gaussian
             total = torch.zeros_like(x0)  # G: the sum of the gradients, kept apart from ε_δ
+            objective = "mse" if cfg.variant == "mse" else "ce"
             for _ in range(cfg.cgpo_iterations):
-                grad, loss = _classifier_gradient(family, model, classifier, x0, y, level, lam, mapped, "rbgm", generator)
+                grad, loss = _classifier_gradient(family, model, classifier, x0, y, level, lam, mapped, "rbgm", generator,
+                                                  objective)
                 total = total + grad
                 mapped = rbgm(total, generator)
                 if trace is not None:
@@ -198,9 +239,13 @@ def addt_loss(backbone: Family, model: nn.Module, classifier: nn.Module, x0: tor
     """One ADDT objective evaluation (Algorithm 1, lines 2-14) on a batch x0 in [-1, 1].
     ``cgpo_model`` is the unwrapped network when ``model`` is a DDP wrapper."""
     level = backbone.sample_levels(x0.shape[0], generator).to(x0.device)
+    if cfg.variant == "clean":  # no CGPO, no perturbation: the plain objective on clean data
+        eps = torch.randn(x0.shape, generator=generator).to(x0)
+        return backbone.loss(model, backbone.noisy(x0, level, eps), level, x0, eps)
     perturbation = cgpo(backbone, cgpo_model or model, classifier, x0, y, level, cfg, generator)
     eps = torch.randn(x0.shape, generator=generator).to(x0)
-    x, noise = mixed_input(backbone, x0, level, eps, perturbation, lambdas(backbone, level, cfg), cfg.variant)
+    x, noise = mixed_input(backbone, x0, level, eps, perturbation, lambdas(backbone, level, cfg),
+                           "linf" if cfg.variant == "linf" else "rbgm")
     return backbone.loss(model, x, level, x0, noise)
 
 
@@ -435,7 +480,7 @@ def cgpo_diagnostics(backbone: str, model: nn.Module, classifier: nn.Module, x0:
         losses = []
         for p in (perturbation, gaussian):
             with torch.no_grad():
-                x, _ = mixed_input(family, x0, level, eps, p, lam, cfg.variant)
+                x, _ = mixed_input(family, x0, level, eps, p, lam, "linf" if cfg.variant == "linf" else "rbgm")
                 losses.append(F.cross_entropy(_classify(classifier, family.predict_x0(model, x, level)), y,
                                               reduction="none"))
         diff = losses[0] - losses[1]

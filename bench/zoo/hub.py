@@ -30,6 +30,7 @@ from typing import Any
 
 from bench.core.errors import MissingAssetError
 from bench.core.registry import Registry
+from bench.training.fine_tunes import DEFAULT_FINE_TUNE, FINE_TUNES, model_file_name
 from bench.zoo.toy import ASSETS, TOY_FILES
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,33 @@ for _family, (_what, _command) in _TOY_SOURCES.items():
             produce=(f"bench addt train --backbone {_family} --dataset toy --classifier toy --toy-assets"
                      if _addt else _command),
             bundled=True,
+        ))
+
+
+# the ADDT paper's ablation fine-tunes (bench.training.fine_tunes): made by `bench addt train
+# --fine-tune NAME`, loaded by the ADDT entries' `fine_tune` option; the toy ones of the DDPM family
+# are committed, the others are produced on demand (their absence is an error naming the command)
+for _family in _TOY_SOURCES:
+    for _tune in FINE_TUNES.values():
+        if _tune.name == DEFAULT_FINE_TUNE:
+            continue
+        _toy = model_file_name(f"toy-{_family}-addt", _tune.name)
+        MODEL_FILES.register(_toy)(ModelFile(
+            name=_toy, filename=f"{TOY_FILES[_family]}_addt_{_tune.name}.safetensors", urls=(),
+            description=f"toy suite {_TOY_SOURCES[_family][0]}, {_tune.description} ({_tune.tables})",
+            license="this project's", original_format="safetensors state_dict of our module, SHA-256 in toy_assets/manifest.json",
+            converter=f"bench.zoo.toy:load_toy_{_family}_addt",
+            produce=f"bench addt train --backbone {_family} --dataset toy --classifier toy --fine-tune {_tune.name} --toy-assets",
+            bundled=True,
+        ))
+        _cifar = model_file_name(f"addt-{_family}-cifar10", _tune.name)
+        MODEL_FILES.register(_cifar)(ModelFile(
+            name=_cifar, filename=f"{_cifar}.safetensors", urls=(),
+            description=f"{_tune.description} of the CIFAR-10 {_family} model ({_tune.tables}; written by `bench addt train`)",
+            license="as its base model", original_format="safetensors state_dict of our module (final.safetensors of `bench addt train`)",
+            converter=f"bench.zoo.converters:load_addt_{_family}",
+            produce=(f"bench addt train --backbone {_family} --dataset cifar10 --classifier robustbench:Standard "
+                     f"--fine-tune {_tune.name}; the file is runs/addt-{_family}-cifar10-{_tune.name}/final.safetensors"),
         ))
 
 
@@ -394,9 +422,10 @@ def load_model(name: str) -> Any:
     return converter(fetch(name))
 
 
-def load_network(defense: Any, dataset: str) -> Any:
+def load_network(defense: Any, dataset: str, config: Any = None) -> Any:
     """The network a defense class uses on ``dataset``, from its ``model_files`` map
-    ({dataset: model-file name})."""
+    ({dataset: model-file name}); an ADDT entry's ``fine_tune`` option (in ``config``) picks one of
+    the paper's ablation fine-tunes instead (:func:`bench.training.fine_tunes.model_file_name`)."""
     files = defense.model_files
     if dataset not in files:
         raise MissingAssetError(
@@ -404,4 +433,4 @@ def load_network(defense: Any, dataset: str) -> Any:
             f"{', '.join(files) or 'none'}). Train one (`bench addt train`) or register a local file in "
             "bench/zoo/hub.py and name it in the defense's model_files."
         )
-    return load_model(files[dataset])
+    return load_model(model_file_name(files[dataset], getattr(config, "fine_tune", DEFAULT_FINE_TUNE)))

@@ -140,14 +140,20 @@ TOY_FILES = {"ddpm": "toy_unet", "vp": "toy_ncsnpp", "edm": "toy_edm"}
 TOY_ADDT_NAMES = {kind: f"{stem}_addt" for kind, stem in TOY_FILES.items()}
 
 
-def load_toy_denoiser(kind: str, addt: bool = False, where: Path | None = None) -> nn.Module:
-    """The toy denoiser of family ``kind`` (ddpm | vp | edm), plain or ADDT fine-tuned
-    (`bench addt train --dataset toy --toy-assets`)."""
-    path = _asset(TOY_ADDT_NAMES[kind] if addt else TOY_FILES[kind], where)
+def toy_addt_stem(kind: str, fine_tune: str = "rbgm") -> str:
+    """Asset stem of a toy fine-tune: ``toy_unet_addt`` (ADDT), ``toy_unet_addt_linf``, ... (the
+    names of :data:`bench.training.addt.FINE_TUNES`)."""
+    return TOY_ADDT_NAMES[kind] + ("" if fine_tune == "rbgm" else f"_{fine_tune}")
+
+
+def load_toy_denoiser(kind: str, addt: bool = False, where: Path | None = None, fine_tune: str = "rbgm") -> nn.Module:
+    """The toy denoiser of family ``kind`` (ddpm | vp | edm), plain or fine-tuned (``addt``; which
+    fine-tune: ``fine_tune``, `bench addt train --dataset toy --fine-tune NAME --toy-assets`)."""
+    path = _asset(toy_addt_stem(kind, fine_tune) if addt else TOY_FILES[kind], where)
     if addt and not path.exists():
         raise MissingAssetError(
-            f"the ADDT toy model {path} is missing: create it with "
-            f"`bench addt train --backbone {kind} --dataset toy --classifier toy --toy-assets`"
+            f"the toy fine-tune {path} is missing: create it with `bench addt train --backbone {kind} --dataset toy "
+            f"--classifier toy{'' if fine_tune == 'rbgm' else ' --fine-tune ' + fine_tune} --toy-assets`"
         )
     model = TOY_MAKERS[kind]()
     model.load_state_dict(_load_verified(path), strict=kind != "edm")  # EDM's resample filters are constants
@@ -167,12 +173,13 @@ def tiny_unet(channels: int = 1, size: int = 8) -> nn.Module:
 
 
 def _file_loader(kind: str, addt: bool):  # type: ignore[no-untyped-def]
-    def load(path: Path) -> nn.Module:
+    def load(path: Path) -> nn.Module:  # a file path: any fine-tune of the family loads the same way
         return load_toy_denoiser(kind, addt, path)
 
     load.__name__ = f"load_toy_{kind}{'_addt' if addt else ''}"
     load.__doc__ = f"Converter of the model file ``toy-{kind}{'-addt' if addt else ''}`` (a committed safetensors file)."
     return load
+
 
 
 load_toy_ddpm, load_toy_ddpm_addt = _file_loader("ddpm", False), _file_loader("ddpm", True)
