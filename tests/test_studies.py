@@ -103,7 +103,8 @@ def test_efficacy_and_trajectories_on_tiny_models() -> None:
 
 
 def test_every_registered_study_is_tested() -> None:
-    assert set(STUDIES.names()) == set(TINY) | {"gradsim", "efficacy", "trajectory", "landscape", "addt-settings"}
+    assert set(STUDIES.names()) == set(TINY) | {"gradsim", "efficacy", "trajectory", "landscape", "addt-settings",
+                                               "generation"}  # generation: tests/test_generation.py
 
 
 @pytest.mark.parametrize("name", ["gradsim", "efficacy", "trajectory", "landscape", "addt-settings"])

@@ -28,11 +28,27 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=list)
 
 
+def _completed(config: dict[str, Any], config_cls: type[Any]) -> str:
+    """``config`` with the fields its class gained since it was stored filled at their defaults
+    (a stored run made before an option existed ran at that option's default), canonical."""
+    from bench.core.config import build_config, config_to_dict
+    from bench.core.errors import ConfigError
+
+    try:
+        return _canonical(config_to_dict(build_config(config_cls, dict(config))))
+    except (ConfigError, TypeError, ValueError):
+        return _canonical(config)  # a field the class no longer has: compared as stored
+
+
 def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
     """The most advanced stored run equivalent to ``request`` (complete first), if any."""
     from bench.zoo.datasets import DATASETS  # noqa: F401  (validated in normalized_request)
 
+    from bench.core.attack import ATTACKS
+    from bench.core.defense import DEFENSES
+
     wanted = normalized_request(request)
+    defense_cls, attack_cls = DEFENSES.get(wanted.defense).config_cls, ATTACKS.get(wanted.attack).config_cls
     indices = list(range(request.start_index, request.start_index + request.n_samples)) if request.n_samples else None
     with Session(engine) as session:
         candidates = session.scalars(select(Run).where(
@@ -42,8 +58,8 @@ def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
             run for run in candidates
             if abs(run.eps - wanted.eps) < 1e-12 and run.eval_draws == wanted.eval_draws
             and run.batch_size == wanted.batch_size and run.classifier == wanted.classifier
-            and _canonical(run.defense_config) == _canonical(wanted.defense_config)
-            and _canonical(run.attack_config) == _canonical(wanted.attack_config)
+            and _completed(run.defense_config, defense_cls) == _completed(wanted.defense_config, defense_cls)
+            and _completed(run.attack_config, attack_cls) == _completed(wanted.attack_config, attack_cls)
             and (indices is None or list(run.sample_indices) == indices)
         ]
         matches.sort(key=lambda r: (r.status != "complete", r.created_at))

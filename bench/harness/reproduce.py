@@ -303,6 +303,9 @@ def estimate_study(cell: StudyCell, ms_per_call: float) -> dict[str, float]:
         twin = f"{r.defense}_addt"
         per_image = sum(2 * _pgd_run(_network_calls(d, r.dataset, {**r.defense_options, "nfe": nfe}), 10, 20, k)
                         for d in (r.defense, twin) for nfe in (values or [5, 10, 20]))
+    elif cell.study == "generation":  # every training timestep, forward only, per generated image and model
+        calls = 1000
+        per_image = calls * FORWARD_SHARE * len(r.values or [0] * 4)
     elif cell.study == "settings":
         per_image = len(r.values or ["white", "dw_fwd", "dw_both", "dw_semi:8"]) * _pgd_run(calls, 10, 20, k)
     else:
@@ -342,19 +345,19 @@ def format_plan(repro: Reproduction, cells: list[Cell], gpu_ms_per_call: float, 
              f"seed {repro.seed}, K={first.eval_draws if first else repro.eval_draws}, classifier "
              f"{(first.classifier if first else repro.classifier) or 'default'}, attack {repro.attack}"
              + (f"[{options}]" if options else ""),
-             f"{'entry':<28}{'norm':<6}{'setting':<9}{'calls':>6}{'grad/img':>10}{'fwd/img':>9}{unit + '-h':>8}"]
+             f"{'entry':<40}{'norm':<6}{'setting':<9}{'calls':>6}{'grad/img':>10}{'fwd/img':>9}{unit + '-h':>8}"]
     total = 0.0
     for cell in cells:
         e = estimate(cell, gpu_ms_per_call)
         total += e["gpu_hours"]
-        lines.append(f"{cell.entry:<28}{cell.norm:<6}{cell.setting:<9}{e['network_calls']:>6}"
+        lines.append(f"{cell.entry:<40}{cell.norm:<6}{cell.setting:<9}{e['network_calls']:>6}"
                      f"{e['gradient_draws']:>10}{e['forward_draws']:>9}{e['gpu_hours']:>8.2f}")
     lines.append(_total_line(total, gpu_ms_per_call, unit))
     return "\n".join(lines)
 
 
 def format_results(cells: list[Cell]) -> str:
-    lines = [f"{'entry':<28}{'norm':<6}{'setting':<9}{'reported clean/robust':>23}   measured clean [95% CI] / robust [95% CI]"]
+    lines = [f"{'entry':<40}{'norm':<6}{'setting':<9}{'reported clean/robust':>23}   measured clean [95% CI] / robust [95% CI]"]
     for cell in cells:
         m = cell.metrics or {}
         if m:
@@ -364,7 +367,7 @@ def format_results(cells: list[Cell]) -> str:
         else:
             measured = "not run"
         reported = f"{cell.reported.get('clean', '–')} / {cell.reported.get('robust', '–')}"
-        lines.append(f"{cell.entry:<28}{cell.norm:<6}{cell.setting:<9}{reported:>23}   {measured}")
+        lines.append(f"{cell.entry:<40}{cell.norm:<6}{cell.setting:<9}{reported:>23}   {measured}")
     lines.append("reported: as printed in the paper (one purification per image); measured: expected accuracy over "
                  "K fresh draws, in %")
     return "\n".join(lines)

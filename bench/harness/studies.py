@@ -480,3 +480,41 @@ def addt_settings_study(engine: Engine, request: StudyRequest) -> tuple[list[str
     svg = line_chart(series, title=f"ADDT vs vanilla across NFE and settings: {defense}", x_label="NFE",
                      y_label="robust accuracy (expected)", log_x=True, y_range=(0.0, 1.0))
     return run_ids, {"defense": defense, "rows": rows}, table, svg
+
+
+@STUDIES.register("generation")
+def generation_study(engine: Engine, request: StudyRequest) -> tuple[list[str], dict[str, Any], str, str]:
+    """ADDT Table 7: the generation quality of each entry's diffusion model (``values``: DDPM-family
+    entries, e.g. ``dp_ddpm_addt[fine_tune=linf]``), ``n_samples`` images each by full ancestral
+    sampling, as the Fréchet distance to the training images (:mod:`bench.harness.generation`)."""
+    from bench.core.config import build_config, split_entry
+    from bench.core.defense import DEFENSES
+    from bench.harness.generation import feature_extractor, features, frechet_distance, generate
+    from bench.publish.svg import bar_chart
+    from bench.zoo.datasets import load_test_split, load_train_split
+
+    entries = request.values or ["dp_ddpm", "dp_ddpm_addt[fine_tune=clean]", "dp_ddpm_addt", "dp_ddpm_addt[fine_tune=linf]"]
+    network, label = feature_extractor(request.dataset)
+    train = load_train_split(request.dataset)
+    reference = features(network, train.images)
+    shape = tuple(train.images.shape[1:])
+    rows = []
+    held_out = features(network, load_test_split(request.dataset).images)
+    floor = frechet_distance(held_out, reference, seed=request.seed)
+    rows.append({"entry": "real (test split)", "fd": [floor.distance, floor.ci_low, floor.ci_high], "n": floor.n_generated})
+    for entry in entries:
+        name, options = split_entry(entry)
+        cls = DEFENSES.get(name)
+        defense = cls.pretrained(request.dataset, build_config(cls.config_cls, {**request.defense_options, **options}))
+        if not hasattr(defense, "unet"):
+            raise ConfigError(f"generation: {entry!r} has no DDPM network to sample from (DDPM-family entries only)")
+        images = generate(defense.unet, dict(defense.scheduler.config), request.n_samples, shape, request.seed)
+        result = frechet_distance(features(network, images), reference, seed=request.seed)
+        rows.append({"entry": entry, "fd": [result.distance, result.ci_low, result.ci_high], "n": result.n_generated})
+    table = "\n".join([f"| model | {label} [95% bootstrap CI] | generated images |", "|---|---|---|"]
+                      + [f"| {r['entry']} | {r['fd'][0]:.3f} [{r['fd'][1]:.3f}, {r['fd'][2]:.3f}] | {r['n']} |" for r in rows])
+    top = max(r["fd"][2] for r in rows) or 1.0
+    svg = bar_chart([(r["entry"], r["fd"][0] / top, r["fd"][1] / top, r["fd"][2] / top) for r in rows],
+                    title=f"Generation quality: {label}, {request.dataset}",
+                    x_label=f"distance to the training images, as a fraction of {top:.3g} (95% CI; lower is better)")
+    return [], {"metric": label, "reference_images": len(train.images), "rows": rows}, table, svg

@@ -128,3 +128,42 @@ def load_addt_edm(path: Path) -> nn.Module:
     from bench.zoo.nets.songunet import EDMPrecond
 
     return _load_our_safetensors(path, EDMPrecond(), exempt=("resample_filter",))
+
+
+class FIDFeatures(torch.nn.Module):
+    """FID's Inception-v3 pool features: (B, 3, H, W) in [0, 1] -> (B, 2048) (images quantized to
+    uint8 and resized by the network, as torch-fidelity / torchmetrics do for FID)."""
+
+    num_features = 2048
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network((x * 255).round().clamp(0, 255).to(torch.uint8)).reshape(x.shape[0], -1)
+
+
+def load_fid_inception(path: Path) -> FIDFeatures:
+    """The FID Inception-v3 (model file ``fid-inception-v3``) via torchmetrics' ``NoTrainInceptionV3``
+    (torch-fidelity's port; ``pip install -e '.[fid]'``). torch-fidelity unpickles its weights file
+    with ``weights_only=False``; so the downloaded file is read here with ``weights_only=True`` and
+    only a copy re-written from those tensors reaches it."""
+    import tempfile
+
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+    except (ImportError, ModuleNotFoundError) as err:
+        raise MissingAssetError(f"FID's Inception-v3 needs torch-fidelity: pip install -e '.[fid]' ({err})") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MissingAssetError(f"{path} is not a state_dict of tensors (the format of {path.name})")
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "inception.pt"
+        torch.save(state, copy)
+        try:
+            network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                         feature_extractor_weights_path=str(copy))
+        except ModuleNotFoundError as err:
+            raise MissingAssetError(f"FID's Inception-v3 needs torch-fidelity: pip install -e '.[fid]' ({err})") from None
+    return FIDFeatures(network.eval().requires_grad_(False))

@@ -102,6 +102,15 @@ for _entry in (
         converter="bench.zoo.converters:load_score_sde",
     ),
     ModelFile(
+        name="fid-inception-v3",
+        filename="weights-inception-2015-12-05-6726825d.pth",
+        urls=("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",),
+        description="FID's Inception-v3 (the TF 2015-12-05 graph ported by torch-fidelity): the generation study's CIFAR-10 features",
+        license="Apache-2.0 (torch-fidelity)",
+        original_format="torch.save state_dict (loaded with weights_only=True)",
+        converter="bench.zoo.converters:load_fid_inception",
+    ),
+    ModelFile(
         name="edm-cifar10-uncond-vp",
         filename="edm-cifar10-32x32-uncond-vp.pkl",
         urls=("https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl",),
