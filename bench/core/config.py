@@ -69,6 +69,19 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def canonical_config(config: Mapping[str, Any], config_cls: type[Any]) -> str:
+    """``config`` as canonical JSON with the fields its class gained since it was stored filled at
+    their defaults (a run stored before an option existed ran at that option's default); a field
+    the class no longer has keeps the stored form (it then equals nothing built today)."""
+    import json
+
+    try:
+        value: Any = config_to_dict(build_config(config_cls, dict(config)))
+    except (ConfigError, TypeError, ValueError):
+        value = dict(config)
+    return json.dumps(value, sort_keys=True, default=list)
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
     """Parse ``["nfe=10", "t_star=100"]`` into a dict; malformed items raise ConfigError."""
     result: dict[str, str] = {}

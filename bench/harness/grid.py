@@ -28,23 +28,12 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=list)
 
 
-def _completed(config: dict[str, Any], config_cls: type[Any]) -> str:
-    """``config`` with the fields its class gained since it was stored filled at their defaults
-    (a stored run made before an option existed ran at that option's default), canonical."""
-    from bench.core.config import build_config, config_to_dict
-    from bench.core.errors import ConfigError
-
-    try:
-        return _canonical(config_to_dict(build_config(config_cls, dict(config))))
-    except (ConfigError, TypeError, ValueError):
-        return _canonical(config)  # a field the class no longer has: compared as stored
-
-
 def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
     """The most advanced stored run equivalent to ``request`` (complete first), if any."""
     from bench.zoo.datasets import DATASETS  # noqa: F401  (validated in normalized_request)
 
     from bench.core.attack import ATTACKS
+    from bench.core.config import canonical_config
     from bench.core.defense import DEFENSES
 
     wanted = normalized_request(request)
@@ -58,8 +47,8 @@ def find_equivalent(engine: Engine, request: RunRequest) -> Run | None:
             run for run in candidates
             if abs(run.eps - wanted.eps) < 1e-12 and run.eval_draws == wanted.eval_draws
             and run.batch_size == wanted.batch_size and run.classifier == wanted.classifier
-            and _completed(run.defense_config, defense_cls) == _completed(wanted.defense_config, defense_cls)
-            and _completed(run.attack_config, attack_cls) == _completed(wanted.attack_config, attack_cls)
+            and canonical_config(run.defense_config, defense_cls) == canonical_config(wanted.defense_config, defense_cls)
+            and canonical_config(run.attack_config, attack_cls) == canonical_config(wanted.attack_config, attack_cls)
             and (indices is None or list(run.sample_indices) == indices)
         ]
         matches.sort(key=lambda r: (r.status != "complete", r.created_at))

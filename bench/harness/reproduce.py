@@ -203,14 +203,19 @@ def run_studies(engine: Any, cells: list[StudyCell]) -> list[StudyCell]:
     return cells
 
 
+def in_table_order(keys: list[str]) -> list[str]:
+    """table1, table2, ..., table10 (numbers compared as numbers)."""
+    import re
+
+    return sorted(keys, key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)])
+
+
 def format_list() -> str:
     """One line per reproduction file: name, title, number of cells (entry x norm x setting, as
     ``bench reproduce NAME`` runs them) or of studies and, where the file says so, what its other
     rows need."""
-    import re
-
     lines = []
-    for key in sorted(available(), key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]):
+    for key in in_table_order(available()):
         repro = load_reproduction(key)  # in table order: table1, table2, ..., table10
         count = f"{len(repro.subjects):>3} studies" if repro.kind == "figure" else f"{len(plan(repro)):>3} cells  "
         line = f"{key:<34}{count}  {repro.title}"

@@ -499,12 +499,11 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
         rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
     from bench.publish.effects import protocol_effects
 
-    from bench.publish.paper import paper_reruns
-    from bench.harness.reproduce import available as reproductions, load_reproduction
+    from bench.publish.paper import paper_reruns, table_reruns
 
     effects = protocol_effects(rows, parsed)
     reruns = paper_reruns(records_dir)
-    tables = [load_reproduction(key) for key in reproductions()]
+    tables = table_reruns([(Path(r.path), parsed(r)) for r in rows if r.dataset == "toy"])
     for page in ("metrics", "submit", "effects", "paper"):
         (staging / f"{page}.html").write_text(env.get_template(f"{page}.html").render(
             built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED,
