@@ -93,36 +93,33 @@ class DiffPure(Defense):
 
     def adjoint_purify(self, x: torch.Tensor, noise: NoiseBatch) -> torch.Tensor:
         """The purification as DiffPure ships its gradient: the reverse SDE solved by torchsde's
-        ``sdeint_adjoint`` (Euler, this config's dt; the network's parameters not frozen, as DiffPure),
-        so that backpropagation runs the continuous adjoint SDE. The forward noise is the draw's; the
-        Brownian path is torchsde's, seeded per sample from the draw's reverse noise (so the result is
-        reproducible and batch-independent, but the path differs from the contract's discrete one)."""
+        ``sdeint_adjoint`` (Euler, this config's dt; the network's parameters not frozen, as
+        DiffPure), so that backpropagation solves the continuous adjoint SDE instead of
+        differentiating the solver. The Brownian path is the draw's own reverse noise
+        (:class:`bench.harness.adjoint.GridBrownian`), so the forward pass is :meth:`purify`'s
+        chain exactly and only the gradient differs; per sample, batch-independent."""
         import copy
-        import hashlib
 
-        from bench.harness.adjoint import ReverseVPSDE, _torchsde
+        from bench.harness.adjoint import GridBrownian, ReverseVPSDE, _register_brownian, _torchsde
 
         if self.corrector:
-            from bench.core.errors import ConfigError
-
             raise ConfigError("DiffPure's adjoint has no corrector steps; gradient=adjoint is for diffpure only")
         torchsde = _torchsde()
+        _register_brownian()
         cfg = self.config
         a_bar = self.schedule.discrete_alpha_bar(cfg.t_star)
-        grid = cfg.grid()
-        times = torch.tensor([1.0 - grid[0], 1.0 - grid[-1]], dtype=torch.float64)
-        net = self.__dict__.setdefault("_adjoint_net", copy.deepcopy(self.score_net).requires_grad_(True))
+        s_grid = [1.0 - tau for tau in cfg.grid()]
         shape = tuple(x.shape[1:])
-        sde = ReverseVPSDE(self, net, shape)
-        outs = []
-        for b in range(x.shape[0]):
-            x_t = math.sqrt(a_bar) * (2 * x[b : b + 1] - 1) + math.sqrt(1 - a_bar) * noise.step("forward", 0)[b : b + 1]
-            seed = int.from_bytes(hashlib.sha256(noise["reverse"][:, b].detach().cpu().numpy().tobytes()).digest()[:4], "big")
-            bm = torchsde.BrownianInterval(t0=float(times[0]), t1=float(times[1]), size=(1, math.prod(shape)),
-                                           dtype=x.dtype, device=x.device, entropy=seed, levy_area_approximation="none")
-            ys = torchsde.sdeint_adjoint(sde, x_t.flatten(1), times, method="euler", dt=cfg.dt, bm=bm)
-            outs.append((ys[-1].view(1, *shape) + 1) / 2)
-        out = torch.cat(outs)
+        steps = noise["reverse"].flatten(2)  # (steps, B, D): z_k, one per Euler step
+        scale = torch.tensor([math.sqrt(b - a) for a, b in zip(s_grid, s_grid[1:])], dtype=x.dtype, device=x.device)
+        bm = GridBrownian(s_grid, steps * scale.view(-1, 1, 1))
+        net = self.__dict__.setdefault("_adjoint_net", copy.deepcopy(self.score_net).requires_grad_(True))
+        x_t = math.sqrt(a_bar) * (2 * x - 1) + math.sqrt(1 - a_bar) * noise.step("forward", 0)
+        # float64 times: torchsde steps t <- t + dt on this tensor; in float32 it drifts off the grid
+        times = torch.tensor([s_grid[0], s_grid[-1]], dtype=torch.float64)
+        ys = torchsde.sdeint_adjoint(ReverseVPSDE(self, net, shape), x_t.flatten(1), times, method="euler",
+                                     dt=cfg.dt, bm=bm)
+        out = (ys[-1].view(-1, *shape) + 1) / 2
         return out.clamp(0, 1) if cfg.clamp_output else out
 
     @property

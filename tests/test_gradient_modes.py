@@ -115,13 +115,39 @@ def test_the_protocol_effects_page_pairs_an_approximate_record_with_its_exact_tw
 
 
 def test_the_adjoint_mode_is_diffpures_torchsde_gradient() -> None:
+    """torchsde's adjoint on the draw's own Brownian path: the forward pass is our chain exactly,
+    the gradient is the continuous adjoint's (close to, not equal to, the exact one), per sample."""
     pytest.importorskip("torchsde")
-    _, target, x, y, noise = _setup("diffpure")
+    model, target, x, y, noise = _setup("diffpure")
+    defense = model.defense
+    with torch.no_grad():
+        assert torch.allclose(defense.adjoint_purify(x, noise), defense.purify(x, noise), atol=1e-5)
     exact = _grad(target, x, y, noise, "exact")
     adjoint = _grad(target, x, y, noise, "adjoint")
     cosine = F.cosine_similarity(adjoint.flatten(1), exact.flatten(1), dim=1)
-    assert torch.isfinite(adjoint).all() and (cosine > 0.5).all(), cosine  # close, not equal: another path
+    assert torch.isfinite(adjoint).all() and (cosine > 0.5).all(), cosine
+    assert not torch.allclose(adjoint, exact, atol=1e-6)  # another gradient, not the exact one
     assert torch.equal(adjoint, _grad(target, x, y, noise, "adjoint"))  # reproducible
+    single = _grad(target, x[:1], y[:1], noise.select([0]), "adjoint")
+    assert torch.allclose(single, adjoint[:1], atol=1e-5)  # a sample's gradient does not depend on the batch
     _, target, x, y, noise = _setup("dp_ddpm")
     with pytest.raises(ConfigError, match="has none"):
         _grad(target, x, y, noise, "adjoint")
+
+
+def test_a_literature_row_finds_the_toy_effect_of_its_own_protocol() -> None:
+    from bench.publish.effects import Effect, literature_effects
+
+    def effect(entry: str, protocol: str) -> Effect:
+        return Effect(entry, protocol, "pgd_eot", 0.3, 0.2, {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n": 128}, "a", "b")
+
+    effects = [effect("diffpure", "pgd_eot, gradient=adjoint"), effect("diffpure", "pgd_eot, gradient=surrogate:5"),
+               effect("diffpure", "aa_rand (as published)"), effect("gdmp", "pgd_eot, gradient=blind")]
+    assert [e.protocol for e in literature_effects(effects, "diffpure", "adjoint", "AutoAttack min(rand, standard)")] == [
+        "pgd_eot, gradient=adjoint"]
+    assert [e.protocol for e in literature_effects(effects, "diffpure", "surrogate", "DiffHammer")] == [
+        "pgd_eot, gradient=surrogate:5"]
+    assert [e.protocol for e in literature_effects(effects, "diffpure", "exact", "AutoAttack rand, original (fra31)")] == [
+        "aa_rand (as published)"]
+    assert literature_effects(effects, "diffpure", "exact", "PGD-20 EoT-10") == []
+    assert literature_effects(effects, None, "blind", "x") == [] and len(literature_effects(effects, "gdmp", "blind", "x")) == 1

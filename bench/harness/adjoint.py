@@ -38,6 +38,66 @@ def _torchsde() -> Any:
     return torchsde
 
 
+class GridBrownian:
+    """A Brownian path given by its increments on a time grid: W(t_k) = Σ_{j<k} ΔW_j, linear
+    between grid points. It lets torchsde's solvers (and their adjoint) run on *our* noise: with
+    ΔW_k = sqrt(Δt_k)·z_k from a draw's reverse stream, Euler–Maruyama on this path is our
+    reverse chain step for step. Written by hand because torchsde's Brownian classes generate their
+    own randomness and cannot be built from given increments. ``increments``: (steps, B, D)."""
+
+    def __init__(self, times: list[float], increments: torch.Tensor) -> None:
+        self._times = torch.tensor(times, dtype=torch.float64)
+        zero = torch.zeros_like(increments[:1])
+        self._w = torch.cat([zero, increments.cumsum(dim=0)])  # (steps + 1, B, D)
+        self._ascending = times[-1] > times[0]
+
+    def _at(self, t: Any) -> torch.Tensor:
+        t = float(t)
+        times = self._times if self._ascending else self._times.flip(0)
+        w = self._w if self._ascending else self._w.flip(0)
+        k = int(torch.searchsorted(times, torch.tensor(t, dtype=torch.float64)).clamp(0, len(times) - 1))
+        if abs(float(times[k]) - t) < 1e-9 or k == 0:
+            return w[k]
+        if abs(float(times[k - 1]) - t) < 1e-9:
+            return w[k - 1]
+        share = (t - float(times[k - 1])) / (float(times[k]) - float(times[k - 1]))
+        return w[k - 1] + share * (w[k] - w[k - 1])
+
+    def __call__(self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False) -> torch.Tensor:
+        if return_U or return_A:
+            raise NotImplementedError("GridBrownian has no Lévy area (levy_area_approximation='none')")
+        return self._at(ta) if tb is None else self._at(tb) - self._at(ta)
+
+    def __repr__(self) -> str:
+        return f"GridBrownian(steps={len(self._times) - 1}, shape={tuple(self._w.shape[1:])})"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._w.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._w.device
+
+    @property
+    def shape(self) -> torch.Size:
+        return self._w.shape[1:]
+
+    @property
+    def levy_area_approximation(self) -> str:
+        return "none"
+
+    def size(self) -> torch.Size:
+        return self.shape
+
+
+def _register_brownian() -> None:
+    """torchsde checks ``isinstance(bm, BaseBrownian)``: register GridBrownian as a virtual subclass."""
+    from torchsde._brownian.brownian_base import BaseBrownian
+
+    BaseBrownian.register(GridBrownian)
+
+
 class ReverseVPSDE(nn.Module):
     """DiffPure's ``RevVPSDE`` in flipped time for torchsde: states are flattened (B, C·H·W)."""
 

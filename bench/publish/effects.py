@@ -73,3 +73,19 @@ def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
                               paired_difference(mine, theirs), row.path, reference.path))
     effects.sort(key=lambda e: (e.entry, e.protocol))
     return effects
+
+
+def literature_effects(effects: list[Effect], bench_defense: str | None, gradient: str | None,
+                       attack: str) -> list[Effect]:
+    """The toy effects of the protocol a literature row was produced with: its gradient mode
+    (``adjoint``, ``surrogate`` = any ``surrogate:K``, ``bpda``, ``blind``, ``forward_only``) or the
+    original AutoAttack-Rand selection, on the row's defense (its plain entry)."""
+    if not bench_defense:
+        return []
+    wanted: list[str] = []
+    if gradient and gradient not in ("exact", "unknown"):
+        wanted.append(f"gradient={gradient}")
+    if attack.startswith("AutoAttack rand, original"):
+        wanted.append("aa_rand (as published)")
+    return [e for e in effects if e.entry == bench_defense
+            and any(w in e.protocol if w.startswith("aa_rand") else e.protocol.split(", ")[-1].startswith(w) for w in wanted)]

@@ -488,7 +488,12 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
+    from bench.publish.effects import literature_effects, protocol_effects
     from bench.publish.sanity import load_reports
+
+    effects = protocol_effects(rows, parsed)
+    env.globals["toy_effects"] = lambda record, row: literature_effects(
+        effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
     sanity = load_reports(records_dir)
     env.globals["sanity_for"] = lambda entry, attack=None: [
@@ -497,11 +502,8 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     (staging / "index.html").write_text(env.get_template("index.html").render(
         tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",
         rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
-    from bench.publish.effects import protocol_effects
-
     from bench.publish.paper import paper_reruns, table_reruns
 
-    effects = protocol_effects(rows, parsed)
     reruns = paper_reruns(records_dir)
     tables = table_reruns([(Path(r.path), parsed(r)) for r in rows if r.dataset == "toy"])
     for page in ("metrics", "submit", "effects", "paper"):
