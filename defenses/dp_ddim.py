@@ -17,7 +17,7 @@ from defenses.ddpm_purifier import TruncatedDiffusionConfig, TruncatedDiffusionP
 class DPDDIM(TruncatedDiffusionPurifier):
     description = "DDIM purification (t*=100, eta=0: only the forward noise is random)"
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 4.1; DDIM: Song et al., ICLR 2021, arXiv:2010.02502"
-    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"}
+    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google", "tinyimagenet": "ddpm-tinyimagenet"}
     fast_options = {"nfe": "5"}
     toy_options = {"nfe": 20}  # the toy protocol: a fifth of the paper's 100 steps
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"

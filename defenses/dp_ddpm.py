@@ -19,7 +19,7 @@ from defenses.ddpm_purifier import TruncatedDiffusionConfig, TruncatedDiffusionP
 class DPDDPM(TruncatedDiffusionPurifier):
     description = "DDPM purification (t*=100, fixed_large variance, stochastic reverse)"
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 4.1; DiffPure framework: Nie et al., ICML 2022, arXiv:2205.07460"
-    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google"}
+    model_files = {"toy": "toy-ddpm", "cifar10": "ddpm-cifar10-google", "tinyimagenet": "ddpm-tinyimagenet"}
     fast_options = {"nfe": "5"}
     toy_options = {"nfe": 20}  # the toy protocol: a fifth of the paper's 100 steps
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"

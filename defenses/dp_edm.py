@@ -49,7 +49,7 @@ class DPEDMConfig(DefenseConfig):
 
 class EDMPurifier(Defense):
     paper = "ADDT paper (Understanding and Enhancing the Robustness of DBP), App. F; EDM: Karras et al., NeurIPS 2022"
-    model_files = {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp"}
+    model_files = {"toy": "toy-edm", "cifar10": "edm-cifar10-uncond-vp", "tinyimagenet": "edm-tinyimagenet"}
     license = "EDM weights: CC BY-NC-SA 4.0"
     config_cls = DPEDMConfig
 

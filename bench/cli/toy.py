@@ -8,6 +8,11 @@ import sys
 from typing import Any
 
 
+# --classifier NAME: the toy model it trains
+CLASSIFIER_KINDS = {"standard": "classifier", "at": "classifier-at", "diffrep-at": "classifier-diffrep-at",
+                    "time-robust": "classifier-time-robust"}
+
+
 def _cmd_toy_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -17,7 +22,7 @@ def _cmd_toy_train(args: argparse.Namespace) -> int:
     config = ToyTrainConfig(seed=args.seed, unet_steps=args.unet_steps)
     only = tuple(args.only.split(",")) if args.only else TOY_MODELS
     if args.classifier:
-        only = ("classifier-at",) if args.classifier == "at" else ("classifier",)
+        only = (CLASSIFIER_KINDS[args.classifier],)
     manifest = train_toy_suite(config, Path(args.out) if args.out else ASSETS, progress=lambda m: print(m, file=sys.stderr), only=only)
     print(json.dumps({"metrics": manifest["metrics"], "files": manifest["files"]}, indent=2))
     return 0
@@ -30,7 +35,10 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--unet-steps", type=int, default=6000)
     train.add_argument("--out", help="output folder (default: bench/zoo/toy_assets, the committed copy)")
-    train.add_argument("--only", help="comma-separated subset of classifier,classifier-at,ddpm,vp,edm (default: all)")
-    train.add_argument("--classifier", choices=["standard", "at"],
-                       help="train only that classifier (at: PGD-7 adversarial training at the toy threat model)")
+    train.add_argument("--only", help="comma-separated subset of classifier,classifier-at,ddpm,vp,edm,"
+                                      "classifier-diffrep-at,classifier-time-robust (default: all)")
+    train.add_argument("--classifier", choices=sorted(CLASSIFIER_KINDS),
+                       help="train only that classifier (at: PGD-7 adversarial training at the toy threat model; "
+                            "diffrep-at: PGD-AT with diffusion-representation alignment to the toy DDPM; "
+                            "time-robust: the time-dependent robust classifier that guides rcg_purify)")
     train.set_defaults(func=_cmd_toy_train)

@@ -56,6 +56,9 @@ class Defense(nn.Module, ABC):
     # {norm: options}: defaults that depend on the threat model in the defense's paper (e.g.
     # DiffPure's t* = 0.075 for ℓ2); applied unless the option is given, recorded with the run
     norm_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # whether purification reads the classifier it protects (COUP's confidence guidance): then
+    # :class:`DefendedClassifier` hands it over through :meth:`bind_classifier`
+    uses_classifier: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -127,6 +130,9 @@ class Defense(nn.Module, ABC):
         from bench.core.errors import ConfigError
 
         raise ConfigError(f"defense {self.name!r} has no surrogate with fewer steps; use another gradient mode")
+
+    def bind_classifier(self, classifier: nn.Module) -> None:
+        """Receive the classifier this defense protects (only defenses with ``uses_classifier`` keep it)."""
 
     def check_setting(self, setting: Any) -> None:
         """Refuse an attacker-knowledge setting this defense cannot honour (raise
@@ -239,6 +245,7 @@ class DefendedClassifier(nn.Module):
         super().__init__()
         self.defense = defense
         self.classifier = classifier
+        defense.bind_classifier(classifier)
 
     def forward(
         self,
@@ -321,5 +328,6 @@ def addt_variant(base: type[Defense], family: str, module: str) -> type[Defense]
         "paper": "ADDT paper (Understanding and Enhancing the Robustness of DBP), Sec. 5 (RBGM + CGPO fine-tuning)",
         "license": "as the base model's weights",
         "addt": True,
-        "model_files": {"toy": f"toy-{family}-addt", "cifar10": f"addt-{family}-cifar10"},
+        "model_files": {"toy": f"toy-{family}-addt", "cifar10": f"addt-{family}-cifar10",
+                        **({"tinyimagenet": f"addt-{family}-tinyimagenet"} if family in ("ddpm", "edm") else {})},
     })

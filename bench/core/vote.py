@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bench.core.defense import Checkpoint, Defense
 from bench.core.errors import ConfigError
@@ -42,6 +43,9 @@ class MajorityVote(Defense):
         self.inner, self.votes = inner, int(votes)
         self.name = inner.name
         self.description = f"{inner.description}; majority vote over {votes} purifications"
+
+    def bind_classifier(self, classifier: nn.Module) -> None:
+        self.inner.bind_classifier(classifier)
 
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:
         return {name: StreamSpec(spec.steps * self.votes, spec.shape)

@@ -34,6 +34,7 @@ class DatasetName(StrEnum):
     TOY = "toy"
     CIFAR10 = "cifar10"
     CIFAR100 = "cifar100"
+    TINYIMAGENET = "tinyimagenet"
 
 
 class DType(StrEnum):
@@ -62,6 +63,7 @@ assert tuple(CheckpointPolicy) == CHECKPOINT_POLICIES  # noqa: S101 - one list o
 THREAT_DEFAULTS: dict[str, dict[str, tuple[float, float]]] = {
     "cifar10": {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)},
     "cifar100": {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)},
+    "tinyimagenet": {"linf": (8 / 255, 2 / 255), "l2": (0.5, 0.1)},  # ADDT: "settings following CIFAR-10"
     "toy": {"linf": (0.25, 0.0625), "l2": (1.5, 0.3)},
 }
 DTYPES = {d.value: d.torch for d in DType}

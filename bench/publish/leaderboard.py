@@ -47,7 +47,7 @@ from bench.publish.tracks import RankedEntry, Track, build_tracks
 log = logging.getLogger(__name__)
 TEMPLATES = PROJECT_ROOT / "leaderboard" / "templates"
 STATIC = PROJECT_ROOT / "leaderboard" / "static"
-DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "toy": "Toy suite (8x8 digits, CPU)"}
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet", "toy": "Toy suite (8x8 digits, CPU)"}
 
 
 class _Base(DeclarativeBase):

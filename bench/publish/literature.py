@@ -81,7 +81,7 @@ class LiteratureRecord(BaseModel):
     table: str = Field(min_length=1)
     defense: str = Field(min_length=1)  # as the paper names it
     bench_defense: str | None = None  # the registry entry it corresponds to, if any
-    dataset: Literal["cifar10", "cifar100", "imagenet"]
+    dataset: Literal["cifar10", "cifar100", "tinyimagenet", "imagenet"]
     rows: list[ReportedRow] = Field(min_length=1)
 
 

@@ -73,7 +73,7 @@ class AttackInfo(BaseModel):
 
 class DatasetInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Literal["toy", "cifar10", "cifar100"]
+    name: Literal["toy", "cifar10", "cifar100", "tinyimagenet"]
     n_samples: int = Field(ge=1)
     sample_indices: list[int]
 

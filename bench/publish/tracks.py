@@ -156,7 +156,7 @@ def build_tracks(rows: list[Any], parsed: Any, titles: dict[str, str]) -> list[T
                       records=records)
         _rank(track, records, parsed)
         tracks.append(track)
-    order = {"cifar10": 0, "cifar100": 1, "toy": 2}
+    order = {"cifar10": 0, "cifar100": 1, "tinyimagenet": 2, "toy": 3}
     tracks.sort(key=lambda t: (order.get(t.dataset, 9), not t.threat.startswith("linf"), t.threat,
                                t.protocol.key == PAPER, t.protocol.key))
     return tracks

@@ -174,7 +174,17 @@ def train_toy_suite(
     manifest.setdefault("models", {})
     for kind in only:
         started = time.perf_counter()
-        if kind in ("classifier", "classifier-at"):
+        if kind == "classifier-time-robust":
+            from bench.training.toy_robust import TimeRobustConfig, train_time_robust_classifier
+
+            model, metrics = train_time_robust_classifier(TimeRobustConfig(seed=cfg.seed), progress)
+            name = "toy_time_classifier"
+        elif kind == "classifier-diffrep-at":
+            from bench.training.toy_robust import DiffRepConfig, train_diffrep_at_classifier
+
+            model, metric = train_diffrep_at_classifier(DiffRepConfig(seed=cfg.seed), progress)
+            name, metrics = "toy_classifier_diffrep_at", {"classifier_diffrep_at_test_accuracy": metric}
+        elif kind in ("classifier", "classifier-at"):
             adversarial = kind == "classifier-at"
             model, metric = train_classifier(cfg, progress, adversarial=adversarial)
             name = "toy_classifier_at" if adversarial else "toy_classifier"

@@ -4,6 +4,8 @@
   download); samples 0..1196 train the toy models, 1197..1796 (600) are the test split.
 - ``cifar10`` / ``cifar100``: the torchvision test sets (10,000 images), downloaded to
   ``$BENCH_DATA_DIR`` (default ``~/.cache/dbp-bench/data``) on first use.
+- ``tinyimagenet``: the 10,000 labelled validation images of Tiny-ImageNet-200 (64x64 RGB, 200
+  classes), read from the official archive in ``$BENCH_DATA_DIR`` (see :mod:`bench.zoo.tinyimagenet`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from bench.core.errors import ConfigError, MissingAssetError, UnknownNameError
 
-DATASETS = ("toy", "cifar10", "cifar100")
+DATASETS = ("toy", "cifar10", "cifar100", "tinyimagenet")
 TOY_TRAIN_SIZE = 1197
 
 
@@ -52,6 +54,10 @@ def load_test_split(name: str) -> Split:
         return load_digits_split(train=False)
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name)
+    if name == "tinyimagenet":
+        from bench.zoo.tinyimagenet import load_split
+
+        return load_split(data_dir(), "val")
     raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
 
 
@@ -84,6 +90,10 @@ def load_train_split(name: str) -> Split:
         return load_digits_split(train=True)
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, train=True)
+    if name == "tinyimagenet":
+        from bench.zoo.tinyimagenet import load_split
+
+        return load_split(data_dir(), "train")
     raise UnknownNameError(f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)}.")
 
 

@@ -57,6 +57,8 @@ class ModelFile:
     bundled: bool = False  # shipped inside the package (the toy suite), checked by its manifest
     # "package.module:relative/path": a file shipped inside a plug-in's own package (its SHA-256 pinned)
     package_file: str = ""
+    # for a file a paper used but whose source was never published: why, and what would be needed
+    unpublished: str = ""
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -138,6 +140,33 @@ for _backbone, _base in (("ddpm", "ddpm-cifar10-google"), ("vp", "scoresde-vp-ci
     ))
 
 
+# ADDT Table 6 (Tiny-ImageNet, WRN-28-10; DP_DDPM / DP_DDIM / DP_EDM, vanilla and ADDT): the
+# ADDT repository (LYMDLUT/ADDT, 826e9f0) has no Tiny-ImageNet loader, script or checkpoint and
+# links no weights; the paper says only "settings following CIFAR-10". Registered so that a
+# Tiny-ImageNet run fails naming exactly what is missing and where a file would go.
+_TINY_UNPUBLISHED = ("the ADDT authors did not publish it (no file or link in github.com/LYMDLUT/ADDT at 826e9f0, "
+                     "no Tiny-ImageNet code there; the paper gives no source)")
+TINYIMAGENET_FILES = {
+    "ddpm-tinyimagenet": ("the clean 64x64 Tiny-ImageNet DDPM behind ADDT Table 6's DP_DDPM / DP_DDIM rows",
+                          "diffusers UNet2DModel (safetensors)", "bench.zoo.converters:load_google_ddpm"),
+    "addt-ddpm-tinyimagenet": ("its ADDT fine-tune (Table 6, DP_DDPM / DP_DDIM + ADDT)",
+                               "safetensors state_dict of our module", "bench.zoo.converters:load_addt_ddpm"),
+    "edm-tinyimagenet": ("the clean Tiny-ImageNet EDM VP model behind Table 6's DP_EDM row",
+                         "EDM pickle (read by the restricted unpickler)", "bench.zoo.converters:load_edm"),
+    "addt-edm-tinyimagenet": ("its ADDT fine-tune (Table 6, DP_EDM + ADDT)",
+                              "safetensors state_dict of our module", "bench.zoo.converters:load_addt_edm"),
+    "wrn-28-10-tinyimagenet": ("the WRN-28-10 Tiny-ImageNet classifier of Table 6 (71.37% clean; avg-pool 16, 200 classes)",
+                               "unknown (never published)", "bench.zoo.classifiers:load_tinyimagenet_wrn"),
+}
+for _name, (_what, _format, _converter) in TINYIMAGENET_FILES.items():
+    MODEL_FILES.register(_name)(ModelFile(
+        name=_name, filename=f"{_name}.safetensors", urls=(), description=_what, license="unknown",
+        original_format=_format, converter=_converter, unpublished=_TINY_UNPUBLISHED,
+        produce=("train it as ADDT Sec. 6 describes for CIFAR-10 (`bench addt train --dataset tinyimagenet` for the "
+                 "fine-tunes, from the clean model)"),
+    ))
+
+
 _TOY_SOURCES = {"ddpm": ("DDPM UNet2DModel", "bench toy train --only ddpm"),
                 "vp": ("VP-SDE NCSN++", "bench toy train --only vp"),
                 "edm": ("EDM SongUNet", "bench toy train --only edm")}
@@ -156,6 +185,14 @@ for _family, (_what, _command) in _TOY_SOURCES.items():
                      if _addt else _command),
             bundled=True,
         ))
+
+
+MODEL_FILES.register("toy-time-robust")(ModelFile(
+    name="toy-time-robust", filename="toy_time_classifier.safetensors", urls=(),
+    description="toy suite time-dependent adversarially robust classifier h(x_t, t) (Kawar et al. Eq. 5), guides rcg_purify",
+    license="this project's", original_format="safetensors state_dict of our module, SHA-256 in toy_assets/manifest.json",
+    converter="bench.zoo.toy:load_toy_time_classifier", produce="bench toy train --classifier time-robust", bundled=True,
+))
 
 
 # the ADDT paper's ablation fine-tunes (bench.training.fine_tunes): made by `bench addt train
@@ -391,6 +428,9 @@ def fetch(name: str) -> Path:
         verify(dest, entry)
         trust_on_first_use(entry, dest, "placed in the cache")
         return dest
+    if entry.unpublished:
+        raise MissingAssetError(f"{entry.name} ({entry.description}): source not published: {entry.unpublished}. "
+                                f"Needed: that file, or one made the same way ({entry.produce}), placed at {dest}")
     if not entry.sources:
         raise MissingAssetError(f"{entry.name} has no public download; create it with `{entry.produce}` "
                                 f"and place the resulting file at {dest}")

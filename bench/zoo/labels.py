@@ -20,8 +20,8 @@ from bench.core.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-SPLIT_SIZES = {"toy": 600, "cifar10": 10_000, "cifar100": 10_000}
-NUM_CLASSES = {"toy": 10, "cifar10": 10, "cifar100": 100}
+SPLIT_SIZES = {"toy": 600, "cifar10": 10_000, "cifar100": 10_000, "tinyimagenet": 10_000}
+NUM_CLASSES = {"toy": 10, "cifar10": 10, "cifar100": 100, "tinyimagenet": 200}
 # SHA-256 of the test split's labels as little-endian int64 (toy: scikit-learn digits 1197..1796)
 LABEL_SHA256 = {"toy": "56706dd523841acbc0f4c70ca8fedaf9ac276ecca0cbd472c56cee59fd5f10a3"}
 
@@ -39,6 +39,11 @@ def test_labels(dataset: str) -> np.ndarray | None:
     if dataset in ("cifar10", "cifar100"):
         folder = "cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python"
         if not (data_dir() / folder).is_dir():
+            return None
+    if dataset == "tinyimagenet":
+        from bench.zoo.tinyimagenet import OFFICIAL
+
+        if not (data_dir() / OFFICIAL.filename).exists():
             return None
     try:
         labels = load_test_split(dataset).labels.numpy().astype("<i8")

@@ -44,9 +44,11 @@ TOY_SONGUNET_CONFIG: dict[str, Any] = dict(
     img_resolution=8, channels=1, augment_dim=0, model_channels=8, channel_mult=(1, 2), num_blocks=1,
     attn_resolutions=(4,), dropout=0.0,
 )
-TOY_MODELS = ("classifier", "classifier-at", "ddpm", "vp", "edm")
+TOY_MODELS = ("classifier", "classifier-at", "ddpm", "vp", "edm", "classifier-diffrep-at", "classifier-time-robust")
 """What ``bench toy train`` can produce: the CNN, the DDPM UNet2DModel (dp_ddpm, dp_ddim,
-gdmp), the continuous-VP NCSN++ (diffpure, diffpure_pc) and the EDM SongUNet (dp_edm)."""
+gdmp), the continuous-VP NCSN++ (diffpure, diffpure_pc) and the EDM SongUNet (dp_edm); the CNN
+adversarially trained (``-at``) and with the diffusion-representation alignment (``-diffrep-at``,
+which needs the DDPM); the time-dependent robust classifier that guides ``rcg_purify``."""
 
 
 class ToyClassifier(nn.Module):
@@ -70,6 +72,45 @@ class ToyClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.penultimate(x))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim) (Ho et al.'s / ADM's)."""
+    import math
+
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[:, None] * frequencies[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class ToyTimeClassifier(nn.Module):
+    """h_φ(x_t, t): a time-dependent classifier of noisy digits, (B, 1, 8, 8) x_t in [-1, 1] and
+    (B,) integer DDPM timesteps -> 10 logits (robust-classifier-guidance paper, Sec. 4.2).
+
+    The toy CNN's convolutions, each followed by a scale-shift of its channels computed from the
+    timestep embedding (ADM's "scale-shift norm", the architecture the paper takes from Dhariwal &
+    Nichol 2021, at toy size)."""
+
+    EMBED = 64
+    CHANNELS = (32, 64, 64)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1, stride=2),
+                                    nn.Conv2d(64, 64, 3, padding=1)])
+        self.embed = nn.Sequential(nn.Linear(self.EMBED, 128), nn.SiLU(), nn.Linear(128, 2 * sum(self.CHANNELS)))
+        self.head = nn.Linear(64 * 4 * 4, 10)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        film = self.embed(timestep_embedding(t, self.EMBED).to(x_t.dtype))
+        h, offset = x_t, 0
+        for conv, width in zip(self.convs, self.CHANNELS):
+            scale = film[:, offset:offset + width, None, None]
+            shift = film[:, offset + width:offset + 2 * width, None, None]
+            offset += 2 * width
+            h = torch.relu(conv(h) * (1 + scale) + shift)
+        return self.head(h.flatten(1))
 
 
 def make_toy_unet() -> nn.Module:
@@ -128,10 +169,23 @@ def _asset(stem: str, where: Path | None) -> Path:
     return where if where.suffix == ".safetensors" else where / f"{stem}.safetensors"
 
 
-def load_toy_classifier(where: Path | None = None, adversarial: bool = False) -> ToyClassifier:
-    """The toy CNN, or with ``adversarial`` its PGD-adversarially-trained twin (``toy-at``)."""
+CLASSIFIER_FILES = {"toy": "toy_classifier", "toy-at": "toy_classifier_at", "toy-diffrep-at": "toy_classifier_diffrep_at"}
+"""Asset stem of each toy classifier spec (``--classifier toy | toy-at | toy-diffrep-at``)."""
+
+
+def load_toy_classifier(where: Path | None = None, adversarial: bool = False, spec: str = "") -> ToyClassifier:
+    """The toy CNN (``spec`` one of :data:`CLASSIFIER_FILES`; ``adversarial`` is ``toy-at``, its
+    PGD-adversarially-trained twin)."""
+    spec = spec or ("toy-at" if adversarial else "toy")
     model = ToyClassifier()
-    model.load_state_dict(_load_verified(_asset("toy_classifier_at" if adversarial else "toy_classifier", where)))
+    model.load_state_dict(_load_verified(_asset(CLASSIFIER_FILES[spec], where)))
+    return model.eval().requires_grad_(False)
+
+
+def load_toy_time_classifier(where: Path | None = None) -> ToyTimeClassifier:
+    """The time-dependent robust classifier that guides ``rcg_purify`` (model file ``toy-time-robust``)."""
+    model = ToyTimeClassifier()
+    model.load_state_dict(_load_verified(_asset("toy_time_classifier", where)))
     return model.eval().requires_grad_(False)
 
 
