@@ -30,6 +30,22 @@ def test_paired_bootstrap_is_reproducible_and_covers_the_mean() -> None:
     assert same["mean"] == 0.0 and same["ci_low"] == -bound and same["ci_high"] == bound and bound > 0
 
 
+def test_paired_bootstrap_equals_scipys_percentile_bootstrap() -> None:
+    """The shared-resample implementation gives scipy.stats.bootstrap's interval (same seed)."""
+    import random
+
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    rng = random.Random(1)
+    a = [float(rng.randint(0, 10)) / 10 for _ in range(64)]
+    b = [min(1.0, max(0.0, x + rng.choice([-0.2, -0.1, 0.0, 0.1]))) for x in a]
+    ours = paired_difference(a, b, resamples=2000, seed=5)
+    theirs = bootstrap((np.array(a), np.array(b)), lambda u, v, axis=-1: np.mean(u - v, axis=axis), paired=True,
+                       vectorized=True, n_resamples=2000, method="percentile", rng=np.random.default_rng(5))
+    assert np.allclose([ours["ci_low"], ours["ci_high"]], theirs.confidence_interval, atol=1e-12)
+
+
 def test_pairing_needs_the_same_images() -> None:
     from dataclasses import replace
 
