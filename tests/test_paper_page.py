@@ -61,3 +61,17 @@ def test_the_committed_ranked_records_re_run_table_1_at_the_toy_protocol() -> No
     assert [c.n for c in eot10.cells] == [256] * 4 and all(c.record.startswith("toy/") for c in eot10.cells)
     assert eot10.agrees is not None and "cell pairs" in eot10.result and eot10.cpu_seconds > 0
     assert list(tables)[:3] == ["addt-table1-eot1", "addt-table1-eot10", "addt-table2-cifar10"]
+
+
+def test_twins_come_from_the_same_table_and_requests_match_records_by_value() -> None:
+    """A request's norm is a StrEnum (equal to 'linf' but hashed by name): cells still find their
+    records; and each fine-tuned cell is compared with the vanilla cell of its own table."""
+    from bench.harness.request import Norm
+    from bench.publish.paper import _cell_key
+    from bench.publish.records import load_record_file
+
+    assert hash(_cell_key("a", "b", "white", Norm.LINF)) == hash(_cell_key("a", "b", "white", "linf"))
+    paths = sorted((ROOT / "results" / "toy").rglob("*.json"))
+    tables = {t.key: t for t in table_reruns([(p, load_record_file(p)) for p in paths], root=ROOT / "results")}
+    table2 = tables["addt-table2-cifar10"]
+    assert "over 4 pairs" in table2.result and table2.agrees is True, table2.result

@@ -164,7 +164,8 @@ class TableRerun:
 
 
 def _cell_key(defense: str, attack: str, setting: str, norm: str) -> tuple[str, str, str, str]:
-    return defense, attack, setting, norm
+    # plain strings: a request's StrEnum members compare equal to their values but hash by name
+    return str(defense), str(attack), str(setting), str(norm)
 
 
 def _index_records(parsed: list[tuple[Path, Any]]) -> dict[tuple[str, str, str, str], list[tuple[Path, Any]]]:
@@ -229,7 +230,7 @@ def _kendall_agreement(cells: list[TableCellRerun]) -> tuple[int, int]:
 
 def _twin_check(cells: list[TableCellRerun], pool: dict[tuple[str, str, str], tuple[TableCellRerun, Any]],
                 records: dict[str, Any]) -> tuple[str, bool | None] | None:
-    """Fine-tuned entries against their vanilla twins (any table's cell): the toy's paired mean
+    """Fine-tuned entries against their vanilla twins (the same table's cell, else any table's): the toy's paired mean
     difference of expected robust accuracy over every image of every pair, with a 95% normal
     interval, beside the paper's mean difference. The paper claims an improvement where its mean
     difference exceeds one point (then the toy agrees if its difference is positive), none
@@ -237,9 +238,11 @@ def _twin_check(cells: list[TableCellRerun], pool: dict[tuple[str, str, str], tu
     import numpy as np
 
     paper, toy = [], []
+    own = {(c.entry, c.norm, c.setting): (c, None) for c in cells}
     for cell in cells:
         vanilla = _vanilla_of(cell.entry)
-        twin = pool.get((vanilla, cell.norm, cell.setting)) if vanilla else None
+        # the twin printed in the same table (the paper's numbers differ between tables), else any table's
+        twin = (own.get((vanilla, cell.norm, cell.setting)) or pool.get((vanilla, cell.norm, cell.setting))) if vanilla else None
         if twin is None:
             continue
         paper.append(float(cell.reported_robust) - float(twin[0].reported_robust))
