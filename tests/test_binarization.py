@@ -72,6 +72,26 @@ def test_bpda_fails_the_test_on_a_purifier_it_misreads() -> None:
     assert bpda.usable and bpda.pass_rate[0] == 0.0
 
 
+def test_the_binary_head_supports_autoattacks_dlr_loss() -> None:
+    """APGD-DLR (AutoAttack-Rand, DiffHammer's DLR restart) needs three logits: the head's third is
+    never the argmax, the loss is finite, and AutoAttack-Rand (fixed) passes the test."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    from attacks.aa_rand_fixed import AARandFixed
+    from bench.harness.binarization import BinaryHead
+
+    torch.manual_seed(0)
+    head = BinaryHead(TinyClassifier(), torch.randn(8 * 64), torch.tensor(0.1))
+    logits = head(torch.rand(16, 1, 8, 8))
+    assert logits.shape == (16, 3) and bool((logits.argmax(1) < 2).all())
+    assert torch.isfinite(APGDAttack.dlr_loss(None, logits, torch.zeros(16, dtype=torch.long))).all()
+    model = tiny_model("none")
+    x, y = _images(2)
+    attack = AARandFixed(AARandFixed.config_cls(eps=EPS, n_iter=10, eot=1, eval_draws=2))
+    report = run_binarization(model, attack, x, y, [0, 1], EPS, "white", 4, 0, "none", "aa_rand_fixed")
+    assert report.usable and report.pass_rate[0] == 1.0
+
+
 def test_a_too_weak_attack_is_flagged_on_the_site(tmp_path) -> None:
     """A sanity report whose attack failed the test puts a flag beside that attack's number."""
     import csv  # noqa: F401

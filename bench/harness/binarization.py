@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class BinaryHead(nn.Module):
-    """The classifier's penultimate features (its ``penultimate(z)`` method) -> 2 logits (0, w·φ + b)."""
+    """The classifier's penultimate features (its ``penultimate(z)`` method) -> logits (0, s, min(0, s) − 1)
+    with s = w·φ + b. The third logit is never the largest, so the head still decides between classes
+    0 and 1; it is there because AutoAttack's DLR loss (APGD-DLR, DiffHammer's DLR restart) divides by
+    the gap between the largest and the third-largest logit, which two classes do not have."""
 
     def __init__(self, classifier: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
@@ -45,7 +48,8 @@ class BinaryHead(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         score = self.classifier.penultimate(z) @ self.weight + self.bias
-        return torch.stack([torch.zeros_like(score), score], dim=1)
+        zero = torch.zeros_like(score)
+        return torch.stack([zero, score, torch.minimum(zero, score) - 1], dim=1)
 
 
 @dataclass
