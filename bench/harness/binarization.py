@@ -10,7 +10,12 @@ on features of several purification draws of each point (keys of its own), and x
 on more than half of fresh draws (checked; images where the construction fails are reported, not
 counted). An attack passes on an image when its final point is class 1 on more than half of the
 harness's K fresh evaluation draws, as x_b is. The pass rate over images, with its Wilson interval,
-says whether the attack is strong enough: BPDA, for instance, fails it on a purifier.
+says whether the attack is strong enough. A failed test is evidence of a too-weak attack; a passed
+one is weaker evidence of strength: BPDA fails it on a purifier whose Jacobian is far from the
+identity (tests/test_binarization.py), but passes it on the toy dp_ddpm (41 of 41 images with a
+constructed example, 64 tried), where it still leaves 10 points of robust accuracy that exact
+gradients remove: one boundary point in a linear head's half-space is easier to reach than the
+ten-class decision.
 """
 
 from __future__ import annotations
