@@ -12,20 +12,24 @@ RECORD = Path(__file__).resolve().parents[1] / "results/toy/linf-0.25/toy/none__
 
 
 def _fabricated(tmp_path: Path) -> Path:
-    """The genuine record with sample 5 claimed robust under every draw, its summaries re-derived."""
-    import numpy as np
-
+    """The genuine record with sample 5 claimed robust under every draw (its per-draw classes set to
+    its label), every summary re-derived: a valid record whose outcomes only a re-run can refute."""
     from bench.publish.derive import Outcomes, derive
+    from bench.publish.records import dumps_record, pred_width
 
     data = json.loads(RECORD.read_text())
-    data["samples"]["adv_correct"][5] = data["eval_draws"]
-    s = data["samples"]
-    derived = derive(Outcomes(np.asarray(s["label"]), np.asarray(s["clean_correct"]), np.asarray(s["adv_correct"]),
-                              data["eval_draws"]), {"clean": data["clean"]["majority"]["acc"],
-                                                    "robust": data["robust"]["majority"]["acc"]})
-    data.update(clean=derived["clean"], robust=derived["robust"], rob_m=derived["rob_m"])
+    s, width = data["samples"], pred_width("toy")
+    s["adv_preds"][5] = str(s["label"][5]).rjust(width, "0") * data["eval_draws"]
+    decoded = {name: [[int(row[i:i + width]) for i in range(0, len(row), width)] for row in s[name]]
+               for name in ("clean_preds", "adv_preds", "select_preds")}
+    derived = derive(Outcomes.from_predictions(s["label"], decoded["clean_preds"], decoded["adv_preds"],
+                                               decoded["select_preds"], s.get("reported"), s.get("gradient_draws"),
+                                               s.get("forward_draws")))
+    data.update({k: v for k, v in derived.items() if k not in ("samples", "cost")})
+    s.update(derived["samples"])
+    assert s["adv_correct"][5] == data["eval_draws"]
     path = tmp_path / RECORD.name
-    path.write_text(json.dumps(data))
+    path.write_text(dumps_record(data) + "\n")
     return path
 
 
@@ -42,7 +46,7 @@ def test_verify_fails_on_edited_per_sample_outcomes(tmp_path: Path) -> None:
     assert [stated.index for stated, _ in result.mismatches] == [5]
     cli = subprocess.run([sys.executable, "-m", "bench.cli.main", "verify", str(path), "--samples", "256"],
                          capture_output=True, text=True)
-    assert cli.returncode == 1 and "sample 5: adv_correct differ; record says" in cli.stderr, cli.stdout + cli.stderr
+    assert cli.returncode == 1 and "sample 5: adv_correct, adv_preds differ; record says" in cli.stderr, cli.stdout + cli.stderr
 
 
 def _shuffled(record_path: Path, tmp_path: Path, device: str) -> Path:
