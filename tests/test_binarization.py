@@ -92,6 +92,15 @@ def test_the_binary_head_supports_autoattacks_dlr_loss() -> None:
     assert report.usable and report.pass_rate[0] == 1.0
 
 
+def test_a_multi_path_defense_is_binarized_on_its_combined_score() -> None:
+    """GDMP purifies several paths and combines their logits: the head is fitted on the paths' mean
+    features and the exact attack finds the constructed example."""
+    model = tiny_model("gdmp")
+    x, y = _images(2)
+    report = run_binarization(model, _attack(), x, y, [0, 1], EPS, "white", 2, 0, "gdmp", "pgd_eot")
+    assert len(report.outcomes) == 2 and all(0.0 <= o.boundary_rate <= 1.0 for o in report.outcomes)
+
+
 def test_a_too_weak_attack_is_flagged_on_the_site(tmp_path) -> None:
     """A sanity report whose attack failed the test puts a flag beside that attack's number."""
     import csv  # noqa: F401

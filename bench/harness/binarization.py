@@ -105,8 +105,13 @@ def binarize(model: nn.Module, defended_cls: type, x: torch.Tensor, index: int, 
     target = StochasticTarget(model, parse_setting("white"), noise, ids, plan, plan)
     key_noise, n = target.attack_noise(points, ("binarization-fit",), draws)
     with torch.no_grad():
-        purified = target.purify_with_noise(points, key_noise, n)  # (draws, P, C, H, W)
-        phi = model.classifier.penultimate(purified.flatten(0, 1))
+        purified = target.purify_with_noise(points, key_noise, n).flatten(0, 1)  # (draws·P, [paths,] C, H, W)
+        if purified.dim() == 5:
+            # a multi-path defense (GDMP) classifies every path and combines them: with mean logits the
+            # head's score is the mean of the paths' scores, so it is fitted on the paths' mean features
+            phi = model.classifier.penultimate(purified.flatten(0, 1)).unflatten(0, purified.shape[:2]).mean(1)
+        else:
+            phi = model.classifier.penultimate(purified)
     y = labels.repeat(n)
     weights = torch.where(y > 0, float(inner + 1), 1.0)  # balance the one positive point against the rest
     w = torch.zeros(phi.shape[1], dtype=phi.dtype, requires_grad=True)
