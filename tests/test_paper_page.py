@@ -75,3 +75,15 @@ def test_twins_come_from_the_same_table_and_requests_match_records_by_value() ->
     tables = {t.key: t for t in table_reruns([(p, load_record_file(p)) for p in paths], root=ROOT / "results")}
     table2 = tables["addt-table2-cifar10"]
     assert "over 4 pairs" in table2.result and table2.agrees is True, table2.result
+
+
+def test_the_efficacy_sentence_follows_the_numbers() -> None:
+    from bench.publish.paper import _efficacy
+
+    rows = lambda both, semi, rand: {"rows": [{"method": "dw_both", "increase": [both]},  # noqa: E731
+                                              {"method": "dw_semi:128", "increase": [semi]},
+                                              {"method": "random", "increase": [rand]}]}
+    text, ok = _efficacy(rows(0.625, 0.703, 0.044))
+    assert not ok and "raises the loss less (+0.6250)" in text and "which beats random" in text
+    text, ok = _efficacy(rows(0.9, 0.5, 0.1))
+    assert ok and "raises the loss more" in text

@@ -28,9 +28,12 @@ def _efficacy(r: dict[str, Any]) -> tuple[str, bool]:
     by = {row["method"]: row["increase"][0] for row in r["rows"]}
     semi = sorted((int(k.split(":")[1]), v) for k, v in by.items() if k.startswith("dw_semi:"))
     ok = by["dw_both"] > semi[-1][1] > by["random"] if semi else by["dw_both"] > by["random"]
-    return (f"FGSM under DW-box raises the loss more ({by['dw_both']:+.4f}) than under DW_semi-{semi[-1][0]} "
-            f"({semi[-1][1]:+.4f}), which beats random signs ({by['random']:+.4f})" if semi else
-            f"DW-box {by['dw_both']:+.4f} vs random {by['random']:+.4f}", ok)
+    if not semi:
+        return f"DW-box {by['dw_both']:+.4f} vs random {by['random']:+.4f}", ok
+    order = "more" if by["dw_both"] > semi[-1][1] else "less"
+    beats = "beats" if semi[-1][1] > by["random"] else "does not beat"
+    return (f"FGSM under DW-box raises the loss {order} ({by['dw_both']:+.4f}) than under DW_semi-{semi[-1][0]} "
+            f"({semi[-1][1]:+.4f}), which {beats} random signs ({by['random']:+.4f})", ok)
 
 
 def _trajectory(r: dict[str, Any]) -> tuple[str, bool]:
