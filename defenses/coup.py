@@ -28,6 +28,7 @@ from torch import nn
 
 from bench.core.defense import Checkpoint, checkpointed_steps, register_defense, run_step
 from bench.core.errors import ConfigError
+from bench.core.guidance import input_gradient
 from bench.core.noise import NoiseBatch, StreamSpec
 from defenses.diffpure import DiffPure, DiffPureConfig
 
@@ -105,12 +106,8 @@ class COUP(DiffPure):
     def confidence_gradient(self, x: torch.Tensor) -> torch.Tensor:
         """∇_x log max_y softmax(f((x + 1)/2))_y per sample, (B, C, H, W); differentiable
         (``create_graph``) when ``x`` is part of the attacked graph."""
-        with torch.enable_grad():
-            differentiable = x.requires_grad
-            x_in = x if differentiable else x.detach().requires_grad_(True)
-            log_confidence = F.log_softmax(self.__dict__["_guide"]((x_in + 1) / 2), dim=-1).max(dim=-1).values
-            (grad,) = torch.autograd.grad(log_confidence.sum(), x_in, create_graph=differentiable)
-        return grad
+        guide = self.__dict__["_guide"]
+        return input_gradient(lambda x_in: F.log_softmax(guide((x_in + 1) / 2), dim=-1).max(dim=-1).values.sum(), x)
 
     def _guided_step(self, x: torch.Tensor, z: torch.Tensor, tau: float, tau_next: float) -> torch.Tensor:
         vp = self.schedule

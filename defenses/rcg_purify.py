@@ -30,6 +30,7 @@ from torch import nn
 
 from bench.core.defense import register_defense
 from bench.core.errors import ConfigError
+from bench.core.guidance import input_gradient
 from bench.families.ddpm import fixed_large_variance
 from defenses.ddpm_purifier import TruncatedDiffusionConfig
 from defenses.dp_ddpm import DPDDPM
@@ -76,14 +77,13 @@ class RCGPurify(DPDDPM):
     def guidance_gradient(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """∇_{x_t} log softmax(h_φ(x_t, t))_ŷ per sample, (B, C, H, W), ŷ = argmax h_φ(x_t, t);
         differentiable (``create_graph``) when ``x`` is part of the attacked graph."""
-        with torch.enable_grad():
-            differentiable = x.requires_grad
-            x_in = x if differentiable else x.detach().requires_grad_(True)
-            steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+
+        def log_p_chosen(x_in: torch.Tensor) -> torch.Tensor:
             log_probs = F.log_softmax(self.guide(x_in, steps), dim=-1)
-            chosen = log_probs.detach().argmax(dim=-1, keepdim=True)
-            (grad,) = torch.autograd.grad(log_probs.gather(1, chosen).sum(), x_in, create_graph=differentiable)
-        return grad
+            return log_probs.gather(1, log_probs.detach().argmax(dim=-1, keepdim=True)).sum()
+
+        return input_gradient(log_p_chosen, x)
 
     def reverse_step(self, eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor,
                      noise: torch.Tensor | None) -> torch.Tensor:

@@ -143,17 +143,17 @@ class MidBlockFeatures(nn.Module):
 
     def __init__(self, unet: nn.Module, t: int) -> None:
         super().__init__()
+        from bench.families.ddpm import linear_alphas_cumprod
+
         self.unet = unet.eval().requires_grad_(False)
         self.t = t
+        self.a_bar = float(linear_alphas_cumprod(TOY_TRAIN_TIMESTEPS)[t])
         self._captured: list[torch.Tensor] = []
         self.unet.mid_block.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
 
     @torch.no_grad()
     def forward(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        from bench.families.ddpm import linear_alphas_cumprod
-
-        a_bar = float(linear_alphas_cumprod(TOY_TRAIN_TIMESTEPS)[self.t])
-        x_t = math.sqrt(a_bar) * (2 * x0 - 1) + math.sqrt(1 - a_bar) * noise
+        x_t = math.sqrt(self.a_bar) * (2 * x0 - 1) + math.sqrt(1 - self.a_bar) * noise
         self._captured.clear()
         self.unet(x_t, torch.full((x0.shape[0],), self.t, dtype=torch.long))
         return self._captured[-1].flatten(1)

@@ -10,7 +10,7 @@ from types import ModuleType
 def import_robustbench() -> ModuleType:
     """Import robustbench 1.1.1, which does ``from autoattack import ...`` at import time
     although the official AutoAttack on PyPI is the ``pyautoattack`` module: alias the
-    modules first (see shared/notes-environment.md)."""
+    modules first (the robustbench / pyautoattack install alias)."""
     if "robustbench" in sys.modules:
         return sys.modules["robustbench"]
     pyautoattack = importlib.import_module("pyautoattack")
