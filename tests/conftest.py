@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per xdist worker (and per CLI process a test starts): workers x threads must not
+    # exceed the cores, or every worker slows down many times over
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 from torch import nn
 
 from bench.core.defense import DEFENSES, DefendedClassifier

@@ -122,3 +122,27 @@ def test_a_too_weak_attack_is_flagged_on_the_site(tmp_path) -> None:
     assert "too weak for this defense" in (tmp_path / "site" / "index.html").read_text()
     page = (tmp_path / "site" / "entries" / f"{slugify(entry)}.html").read_text()
     assert "binarization test" in page and "passed 25%" in page
+
+
+def test_the_published_construction_narrows_the_region_and_still_has_an_example(tmp_path) -> None:
+    """Zimmermann et al.'s own construction (999 inner points within 0.95 ε) still puts x_b in class 1
+    and is found by an exact attack; its report is stored beside, not over, the default one."""
+    import pytest
+
+    from bench.harness.binarization import Construction
+    from bench.publish.sanity import SanityReport, write_report
+
+    model = tiny_model("none")
+    x, y = _images(2)
+    published = Construction(inner_points=999, inner_radius=0.95)
+    report = run_binarization(model, _attack(), x, y, [0, 1], EPS, "white", 4, 0, "none", "pgd_eot", published)
+    assert report.usable and report.pass_rate[0] == 1.0
+    for bad in ({"inner_points": 0}, {"inner_radius": 0.0}, {"inner_radius": 1.5}):
+        with pytest.raises(ValueError, match="inner_"):
+            Construction(**bad)
+    common = dict(test="binarization", defense="none", defense_config={}, attack="pgd_eot", attack_config={},
+                  dataset="toy", threat="linf-0.25", setting="white", eval_draws=4, seed=0, git_commit=None, images=[])
+    default_path = write_report(SanityReport(**common), tmp_path)
+    published_path = write_report(SanityReport(**common, inner_points=999, inner_radius=0.95), tmp_path)
+    assert default_path != published_path and default_path.exists() and published_path.exists()
+    assert "999 inner points within 0.95 ε" == SanityReport(**common, inner_points=999, inner_radius=0.95).construction

@@ -13,9 +13,10 @@ harness's K fresh evaluation draws, as x_b is. The pass rate over images, with i
 says whether the attack is strong enough. A failed test is evidence of a too-weak attack; a passed
 one is weaker evidence of strength: BPDA fails it on a purifier whose Jacobian is far from the
 identity (tests/test_binarization.py), but passes it on the toy dp_ddpm (41 of 41 images with a
-constructed example, 64 tried), where it still leaves 10 points of robust accuracy that exact
-gradients remove: one boundary point in a linear head's half-space is easier to reach than the
-ten-class decision.
+constructed example, 64 tried; and 5 of 5 under Zimmermann et al.'s published construction of 999
+inner points within 0.95 ε, ``--inner-points 999 --inner-radius 0.95``), where it still leaves 10
+points of robust accuracy that exact gradients remove: one boundary point in a linear head's
+half-space is easier to reach than the ten-class decision.
 """
 
 from __future__ import annotations
@@ -88,16 +89,37 @@ def _class1_rate(target: StochasticTarget, x: torch.Tensor, draws: int, key: obj
     return (target.logits_with_noise(x, noise, n).argmax(-1) == 1).float().mean(0)
 
 
+@dataclass(frozen=True)
+class Construction:
+    """How the binary head is fitted (Zimmermann et al., 2022, Sec. 4 and their
+    ``decision_boundary_binarization._create_raw_data``): ``inner_points`` random points of the ℓ∞
+    ball of radius ``inner_radius`` × ε around the image are class 0 (with the image itself), one
+    corner x_b of the ε-ball is class 1. Their published runs use 999 inner points at radius 0.95 ε:
+    the more inner points, the smaller the region of class 1 around x_b, and the harder the test."""
+
+    inner_points: int = 24
+    inner_radius: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.inner_points < 1:
+            raise ValueError(f"inner_points must be >= 1, got {self.inner_points}")
+        if not 0.0 < self.inner_radius <= 1.0:
+            raise ValueError(f"inner_radius is a fraction of eps in (0, 1], got {self.inner_radius}")
+
+
 def binarize(model: nn.Module, defended_cls: type, x: torch.Tensor, index: int, eps: float, seed: int,
-             inner: int = 24, draws: int = 4, steps: int = 300) -> tuple[nn.Module, torch.Tensor]:
+             construction: Construction = Construction(), draws: int = 4, steps: int = 300,
+             ) -> tuple[nn.Module, torch.Tensor]:
     """A binarized copy of the defended ``model`` for one image ``x`` (1, C, H, W): the head fitted on
-    purified features (x and ``inner`` random points of its ℓ∞ ball: class 0; the corner x_b: class 1),
-    and x_b. Logistic regression by gradient descent (a few hundred steps on a few hundred features)."""
+    purified features (x and ``construction.inner_points`` random points of the ℓ∞ ball of radius
+    ``inner_radius``·ε: class 0; the corner x_b: class 1), and x_b. Logistic regression by gradient
+    descent (a few hundred steps on the points' features)."""
     noise = NoiseSource(seed)
     generator = noise.generator(index, "binarization-points")
     shape = x.shape[1:]
+    inner, radius = construction.inner_points, construction.inner_radius * eps
     x_b = (x + eps * (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(x)).clamp(0, 1)
-    others = (x + eps * (torch.rand((inner, *shape), generator=generator) * 2 - 1).to(x)).clamp(0, 1)
+    others = (x + radius * (torch.rand((inner, *shape), generator=generator) * 2 - 1).to(x)).clamp(0, 1)
     points = torch.cat([x, others, x_b])
     labels = torch.cat([torch.zeros(inner + 1), torch.ones(1)]).to(x)
     plan = MemoryPlan(False, 4096, 1)
@@ -127,7 +149,8 @@ def binarize(model: nn.Module, defended_cls: type, x: torch.Tensor, index: int, 
 
 
 def run_binarization(model: nn.Module, attack: object, x: torch.Tensor, y: torch.Tensor, ids: list[int], eps: float,
-                     setting: str, eval_draws: int, seed: int, defense: str, attack_name: str) -> BinarizationReport:
+                     setting: str, eval_draws: int, seed: int, defense: str, attack_name: str,
+                     construction: Construction = Construction()) -> BinarizationReport:
     """Binarize the defense for each image, run ``attack`` (an :class:`bench.core.attack.Attack`)
     against it from the image, and report per image whether it found class 1."""
     from bench.core.defense import DefendedClassifier
@@ -136,7 +159,7 @@ def run_binarization(model: nn.Module, attack: object, x: torch.Tensor, y: torch
     plan = MemoryPlan(False, 4096, 1)
     for j, index in enumerate(ids):
         xi = x[j : j + 1]
-        binary, x_b = binarize(model, DefendedClassifier, xi, index, eps, seed)
+        binary, x_b = binarize(model, DefendedClassifier, xi, index, eps, seed, construction)
         target = StochasticTarget(binary, parse_setting(setting), NoiseSource(seed), [index], plan, plan)
         boundary = float(_class1_rate(target, x_b, eval_draws, ("binarization-check",))[0])
         clean = float(_class1_rate(target, xi, eval_draws, ("binarization-check",))[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,4 +62,6 @@ def write_reference(folder: Path) -> None:
     for name, text in (("defenses.md", defenses_page()), ("attacks.md", attacks_page())):
         path = folder / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
+            partial = path.with_name(f".{name}.{os.getpid()}.tmp")  # atomic: a concurrent reader sees old or new
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)

@@ -45,6 +45,15 @@ class SanityReport(BaseModel):
     seed: int
     git_commit: str | None
     images: list[ImageResult]
+    # the head's construction (bench.harness.binarization.Construction); older reports used 24 and 1.0
+    inner_points: int = Field(default=24, ge=1)
+    inner_radius: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @property
+    def construction(self) -> str:
+        """``24 inner points in the full ε-ball`` / ``999 inner points within 0.95 ε``."""
+        where = "the full ε-ball" if self.inner_radius == 1.0 else f"{self.inner_radius:g} ε"
+        return f"{self.inner_points} inner points within {where}"
 
     @property
     def pass_rate(self) -> tuple[float, float, float, int]:
@@ -67,7 +76,9 @@ def write_report(report: SanityReport, root: Path) -> Path:
     import re
 
     slug = lambda text: re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-")  # noqa: E731
-    path = root / SANITY_DIR / report.dataset / report.threat / f"{slug(report.defense)}__{slug(report.attack)}.json"
+    default = report.inner_points == 24 and report.inner_radius == 1.0
+    suffix = "" if default else f"__inner={report.inner_points},radius={report.inner_radius:g}"
+    path = root / SANITY_DIR / report.dataset / report.threat / f"{slug(report.defense)}__{slug(report.attack)}{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.model_dump(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return path
