@@ -40,7 +40,8 @@ def test_step_ratio_counts_the_recomputed_calls_for_its_bound(defense: str, per_
 def test_budget_report_plans_fit_their_budgets() -> None:
     rows = measure_budget_ratios("toy", batch=2, eot=2, repeats=1, shares=(1.0, 0.3), sweep=False)
     assert [r["share"] for r in rows] == [1.0, 0.3]
-    assert rows[0]["fraction"] <= rows[1]["fraction"]
+    # which in-budget plan wins is decided by timing the candidates (bench.core.memory.plan_gradient), so
+    # the fractions of the two budgets are not ordered under CPU contention; that each plan fits is asserted
     assert rows[1]["fraction"] > 0.0 or rows[1]["chunk"] < 4  # memory saved by checkpointing or by chunks
     for r in rows:
         # the bound 1 + f * fwd / (fwd + bwd) is a ratio of two measured times; under CPU contention the
