@@ -23,7 +23,7 @@ class AARandConfig:
     n_iter: int = 100
     eot: int = 20
     attacks: tuple[str, ...] = ("apgd-ce", "apgd-dlr")
-    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K | adjoint (bench.core.gradient_modes)
+    gradient: str = "exact"  # a mode of bench.core.gradient_modes: exact, bpda, ..., detach_guidance
 
     def __post_init__(self) -> None:
         parse_gradient_mode(self.gradient)

@@ -83,7 +83,7 @@ class DiffHammerConfig:
     em_alpha: float = 0.5
     rho: float = 0.75
     confirm_draws: int = 20
-    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K | adjoint (bench.core.gradient_modes)
+    gradient: str = "exact"  # a mode of bench.core.gradient_modes: exact, bpda, ..., detach_guidance
 
     def __post_init__(self) -> None:
         parse_gradient_mode(self.gradient)

@@ -52,7 +52,7 @@ class PGDEoTConfig:
     restarts: int = 1
     select_draws: int = 10
     select: Literal["last", "best"] = "last"
-    gradient: str = "exact"  # exact | bpda | blind | forward_only | surrogate:K | adjoint (bench.core.gradient_modes)
+    gradient: str = "exact"  # a mode of bench.core.gradient_modes: exact, bpda, ..., detach_guidance
 
     def __post_init__(self) -> None:
         parse_gradient_mode(self.gradient)

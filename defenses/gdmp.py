@@ -34,7 +34,7 @@ from torch import nn
 
 from bench.core.defense import Checkpoint, Defense, DefenseConfig, checkpointed_steps, register_defense, run_step
 from bench.core.errors import ConfigError
-from bench.core.guidance import input_gradient
+from bench.core.guidance import guidance_term, input_gradient
 from bench.core.noise import NoiseBatch, StreamSpec
 from bench.families.ddpm import (
     fixed_large_variances,
@@ -193,7 +193,7 @@ class GDMP(Defense):
         cfg = self.config
         per_sample_elements = z[0].numel()
         if cfg.guidance == "mse":  # ∇_z of −mean over a reference batch of (z − target)²
-            return -2 * (z - target) / (cfg.reference_batch * per_sample_elements)
+            return guidance_term(-2 * (z - target) / (cfg.reference_batch * per_sample_elements))
         return input_gradient(lambda z_in: ssim_per_sample(z_in, target).sum() / cfg.reference_batch, z)
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:

@@ -151,3 +151,91 @@ def test_a_literature_row_finds_the_toy_effect_of_its_own_protocol() -> None:
         "aa_rand (as published)"]
     assert literature_effects(effects, "diffpure", "exact", "PGD-20 EoT-10") == []
     assert literature_effects(effects, None, "blind", "x") == [] and len(literature_effects(effects, "gdmp", "blind", "x")) == 1
+
+
+@pytest.mark.parametrize("name, config", [("dp_ddpm", {}), ("rcg_purify", {}), ("coup", {}),
+                                          ("gdmp", {"guidance": "mse"}), ("gdmp", {"guidance": "ssim"})])
+def test_detach_guidance_drops_only_the_guidance_derivative(name: str, config: dict) -> None:
+    """Unguided: the exact gradient. Guided: the gradient of the same chain with every guidance
+    gradient replaced by its value as a constant (computed here by a purifier whose guidance is
+    evaluated on a detached copy), which differs from the exact one."""
+    from bench.core import guidance
+
+    model, target, x, y, noise = _setup(name, **config)
+    exact = _grad(target, x, y, noise, "exact")
+    detached = _grad(target, x, y, noise, "detach_guidance")
+    if name == "dp_ddpm":
+        assert torch.allclose(detached, exact)
+        return
+    original_input, original_term = guidance.input_gradient, guidance.guidance_term
+
+    def constant_input_gradient(objective, z):  # noqa: ANN001, ANN202
+        return original_input(objective, z.detach())
+
+    import importlib
+
+    module = importlib.import_module(type(model.defense).__module__)
+    patched = {"input_gradient": constant_input_gradient, "guidance_term": lambda g: g.detach()}
+    saved = {k: getattr(module, k) for k in patched if hasattr(module, k)}
+    try:
+        for k in saved:
+            setattr(module, k, patched[k])
+        expected = _grad(target, x, y, noise, "exact")
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+    assert guidance.input_gradient is original_input and guidance.guidance_term is original_term
+    assert torch.allclose(detached, expected, atol=1e-12)
+    assert not torch.allclose(detached, exact), "the guidance's second-order terms should matter"
+    losses = {}
+    for mode in ("exact", "detach_guidance"):  # the forward values are the real defense's in both
+        target.gradient_mode = parse_gradient_mode(mode)
+        _, losses[mode], _ = target.per_draw_gradients(x, y, noise, 1)
+    assert torch.allclose(losses["exact"], losses["detach_guidance"], atol=1e-12)
+
+
+def test_a_ranked_entry_with_a_stronger_approximate_record_is_flagged(tmp_path, capsys) -> None:
+    """An approximate-gradient record that beats its exact twin on the same images (paired interval
+    below zero) puts an "overestimate" flag beside the ranked row; one that does not, puts none."""
+    import json
+
+    from bench.harness.perf import write_synthetic_records
+    from bench.publish.derive import Outcomes, derive
+    from bench.publish.leaderboard import build_site, load_tracks
+    from bench.publish.records import decode_preds, encode_preds, pred_width
+
+    results = tmp_path / "results"
+    write_synthetic_records(results, 60)
+    ranked = [row.entry for t in load_tracks(results) if t.dataset == "toy" for row in t.ranked]
+    assert ranked, "the synthetic records should rank some toy entry"
+    exact = next(p for p in sorted(results.rglob("*__pgd_eot__white.json"))
+                 if json.loads(p.read_text())["entry"] == ranked[0])
+    data = json.loads(exact.read_text())
+    data["attack"]["config"]["gradient"] = "detach_guidance"
+    data["run_id"] = "detachedtwin"
+    s, w = data["samples"], pred_width("toy")
+    adv = decode_preds(s["adv_preds"], w)
+    adv[:, :] = [[(y + 1) % 10] * adv.shape[1] for y in s["label"]]  # the approximation breaks every draw
+    s["adv_preds"] = encode_preds(adv, w)
+    derived = derive(Outcomes.from_predictions(s["label"], decode_preds(s["clean_preds"], w), adv,
+                                               decode_preds(s["select_preds"], w)))
+    data.update(robust=derived["robust"], rob_m=derived["rob_m"])
+    s.update(derived["samples"])
+    if data["robust"]["expected"]["acc"] == json.loads(exact.read_text())["robust"]["expected"]["acc"]:
+        import pytest
+
+        pytest.skip("the synthetic exact record already has zero robust accuracy")
+    twin = exact.parent / "detached.json"
+    twin.write_text(json.dumps(data))
+    build_site(results, tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert index.count("overestimate: pgd_eot, gradient=detach_guidance reaches 0.0 %") == 1
+    from bench.cli.main import main
+
+    track = next(t.table_id for t in load_tracks(results) if ranked[0] in [row.entry for row in t.ranked])
+    assert main(["leaderboard", "table", "--records", str(results), "--track", track]) == 0
+    table = capsys.readouterr().out
+    assert f"(!) `{ranked[0]}`: overestimated — `pgd_eot, gradient=detach_guidance` reaches 0.000" in table
+    twin.unlink()
+    build_site(results, tmp_path / "site")
+    assert "overestimate:" not in (tmp_path / "site" / "index.html").read_text()

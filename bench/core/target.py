@@ -192,6 +192,11 @@ class StochasticTarget:
         mode = self.gradient_mode
         if mode.kind == "exact":
             return self.model.purify(x, noise, ids, checkpoint=self.grad_plan.checkpoint)
+        if mode.kind == "detach_guidance":
+            from bench.core.guidance import detached_guidance
+
+            with detached_guidance():  # no checkpointing: a recomputation would differentiate the guidance
+                return self.model.purify(x, noise, ids, checkpoint=False)
         with torch.no_grad():
             real = self.model.purify(x, noise, ids)
         if mode.kind in ("bpda", "blind", "forward_only"):

@@ -488,10 +488,11 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
-    from bench.publish.effects import literature_effects, protocol_effects
+    from bench.publish.effects import literature_effects, protocol_effects, stronger_than_exact
     from bench.publish.sanity import load_reports
 
     effects = protocol_effects(rows, parsed)
+    env.globals["stronger_than_exact"] = lambda track, entry: stronger_than_exact(effects, entry, track.record_paths)
     env.globals["toy_effects"] = lambda record, row: literature_effects(
         effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
