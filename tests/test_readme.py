@@ -64,13 +64,12 @@ def test_readme_python_runs() -> None:
 
 
 def test_the_readme_table_is_generated_from_the_records() -> None:
-    from bench.publish.leaderboard import load_tracks
-    from bench.publish.tracks import markdown_table
+    from bench.publish.leaderboard import load_tracks, track_markdown
 
     text = README.read_text()
     copy = text.split("<!-- ranked-table:start -->\n")[1].split("\n<!-- ranked-table:end -->")[0]
     track = next(t for t in load_tracks(ROOT / "results") if t.table_id == "toy__linf-0.25__toy")
-    assert copy == markdown_table(track), "regenerate it: bench leaderboard table"
+    assert copy == track_markdown(track), "regenerate it: bench leaderboard table"
 
 
 def test_the_docs_defense_example_registers_and_purifies() -> None:

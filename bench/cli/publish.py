@@ -109,18 +109,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bench.publish.leaderboard import load_tracks
-    from bench.publish.tracks import markdown_table
-
-    from bench.publish.effects import protocol_effects, stronger_than_exact
-    from bench.publish.leaderboard import parsed
+    from bench.publish.leaderboard import load_tracks, track_markdown
 
     tracks = {t.table_id: t for t in load_tracks(Path(args.records))}
     if args.track not in tracks:
         raise BenchError(f"no track {args.track!r} in {args.records}; tracks: {', '.join(sorted(tracks)) or 'none'}")
-    track = tracks[args.track]
-    effects = protocol_effects(track.records, parsed)
-    print(markdown_table(track, {e.entry: stronger_than_exact(effects, e.entry) for e in track.ranked}))
+    print(track_markdown(tracks[args.track]))
     return 0
 
 

@@ -371,6 +371,16 @@ def load_tracks(records_dir: Path) -> list[Track]:
     return build_tracks(rows, parsed, DATASET_TITLES)
 
 
+def track_markdown(track: Track) -> str:
+    """A track (from :func:`load_tracks`) as the README's Markdown table, with its overestimate marks
+    (:func:`bench.publish.effects.stronger_than_exact`)."""
+    from bench.publish.effects import protocol_effects, stronger_than_exact
+    from bench.publish.tracks import markdown_table
+
+    effects = protocol_effects(track.records, parsed)
+    return markdown_table(track, {e.entry: stronger_than_exact(effects, e.entry) for e in track.ranked})
+
+
 @dataclass(frozen=True)
 class Badge:
     """Whether a ranked entry's records were re-run by CI (``bench verify --report``)."""
