@@ -11,7 +11,10 @@ current top class, recomputed every step, λ = 1 (every released script). As the
 input itself, without forward noising (``forward_noise=true`` adds DiffPure's, the code's
 ``diffPure`` mode), and the output is clamped to [-1, 1]. The guidance gradient is taken with
 ``create_graph`` when the attack differentiates, so gradients through the purification are exact,
-second-order terms included (the authors' attack detaches it: an incomplete gradient).
+second-order terms included (the authors' attack detaches it: an incomplete gradient). Incomplete
+but stronger here: on the toy (256 images, PGD20-EoT10) the exact gradient leaves 0.210 robust
+accuracy and the detached one (``gradient=detach_guidance``) 0.104, paired −0.107 [−0.133, −0.082];
+the leaderboard ranks the exact attacks and flags the entry as an overestimate.
 
 Noise streams: ``reverse`` (one Brownian increment per step) and, with ``forward_noise``, ``forward``.
 """
