@@ -195,8 +195,9 @@ def test_detach_guidance_drops_only_the_guidance_derivative(name: str, config: d
 
 
 def test_a_ranked_entry_with_a_stronger_approximate_record_is_flagged(tmp_path, capsys) -> None:
-    """An approximate-gradient record that beats its exact twin on the same images (paired interval
-    below zero) puts an "overestimate" flag beside the ranked row; one that does not, puts none."""
+    """A White-box record that beats the ranked worst case on the same images (paired interval below
+    zero; here an approximate-gradient mode) puts an "overestimate" flag beside the ranked row, on the
+    site and in the README's table; without it, there is none."""
     import json
 
     from bench.harness.perf import write_synthetic_records
@@ -229,13 +230,13 @@ def test_a_ranked_entry_with_a_stronger_approximate_record_is_flagged(tmp_path, 
     twin.write_text(json.dumps(data))
     build_site(results, tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
-    assert index.count("overestimate: pgd_eot, gradient=detach_guidance reaches 0.0 %") == 1
+    assert index.count("overestimate: pgd_eot[gradient=detach_guidance] reaches 0.0 %") == 1
     from bench.cli.main import main
 
     track = next(t.table_id for t in load_tracks(results) if ranked[0] in [row.entry for row in t.ranked])
     assert main(["leaderboard", "table", "--records", str(results), "--track", track]) == 0
     table = capsys.readouterr().out
-    assert f"(!) `{ranked[0]}`: overestimated — `pgd_eot, gradient=detach_guidance` reaches 0.000" in table
+    assert f"(!) `{ranked[0]}`: overestimated — `pgd_eot[gradient=detach_guidance]` reaches 0.000" in table
     twin.unlink()
     build_site(results, tmp_path / "site")
     assert "overestimate:" not in (tmp_path / "site" / "index.html").read_text()

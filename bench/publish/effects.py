@@ -89,13 +89,3 @@ def literature_effects(effects: list[Effect], bench_defense: str | None, gradien
         wanted.append("aa_rand (as published)")
     return [e for e in effects if e.entry == bench_defense
             and any(w in e.protocol if w.startswith("aa_rand") else e.protocol.split(", ")[-1].startswith(w) for w in wanted)]
-
-
-def stronger_than_exact(effects: list[Effect], entry: str, paths: frozenset[str] | None = None) -> list[Effect]:
-    """The entry's approximate-protocol records that are significantly *stronger* than their exact
-    twin on the same images (the paired interval of protocol − exact lies below zero): the exact
-    attack missed what an approximation found, so the entry's ranked number is an overestimate. The
-    site flags them beside the ranked row (they never rank themselves). ``paths``: only records of
-    one track (its record paths), so that a flag stays in the track where the approximation was run."""
-    return [e for e in effects if e.entry == entry and e.difference["ci_high"] < 0
-            and (paths is None or e.path in paths)]

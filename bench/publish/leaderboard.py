@@ -373,12 +373,11 @@ def load_tracks(records_dir: Path) -> list[Track]:
 
 def track_markdown(track: Track) -> str:
     """A track (from :func:`load_tracks`) as the README's Markdown table, with its overestimate marks
-    (:func:`bench.publish.effects.stronger_than_exact`)."""
-    from bench.publish.effects import protocol_effects, stronger_than_exact
+    (:func:`bench.publish.overestimates.overestimates`)."""
+    from bench.publish.overestimates import overestimates
     from bench.publish.tracks import markdown_table
 
-    effects = protocol_effects(track.records, parsed)
-    return markdown_table(track, {e.entry: stronger_than_exact(effects, e.entry) for e in track.ranked})
+    return markdown_table(track, overestimates(track, parsed))
 
 
 @dataclass(frozen=True)
@@ -498,11 +497,13 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     for track in tracks:
         (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
     lit_tables = literature_tables(literature)
-    from bench.publish.effects import literature_effects, protocol_effects, stronger_than_exact
+    from bench.publish.effects import literature_effects, protocol_effects
+    from bench.publish.overestimates import overestimates
     from bench.publish.sanity import load_reports
 
     effects = protocol_effects(rows, parsed)
-    env.globals["stronger_than_exact"] = lambda track, entry: stronger_than_exact(effects, entry, track.record_paths)
+    flagged = {track.table_id: overestimates(track, parsed) for track in tracks}
+    env.globals["overestimates"] = lambda track, entry: flagged[track.table_id].get(entry, [])
     env.globals["toy_effects"] = lambda record, row: literature_effects(
         effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 

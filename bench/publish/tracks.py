@@ -269,8 +269,8 @@ def ranking_summary(track: Track) -> dict[str, Any]:
 
 def markdown_table(track: Track, overestimates: dict[str, list[Any]] | None = None) -> str:
     """The ranked table as Markdown (the README's copy is generated from this and checked by a test).
-    ``overestimates``: entry -> its approximate-protocol records that beat the exact attack
-    (:func:`bench.publish.effects.stronger_than_exact`), marked in the robust cell and listed below."""
+    ``overestimates``: entry -> its other White-box records that beat the ranked worst case
+    (:func:`bench.publish.overestimates.overestimates`), marked in the robust cell and listed below."""
     overestimates = overestimates or {}
     attacks = list(track.ranking_attacks)
     lines = ["| rank | entry | clean [95% CI] | robust, worst case [95% CI] | " + " | ".join(attacks) + " | n |",
@@ -283,9 +283,8 @@ def markdown_table(track: Track, overestimates: dict[str, list[Any]] | None = No
         per_attack = " | ".join("" if e.per_attack[a] is None else f"{e.per_attack[a]:.3f}" for a in attacks)
         mark = " (!)" if overestimates.get(e.entry) else ""
         lines.append(f"| {e.rank_label} | `{e.entry}` | {cell(e.clean)} | **{cell(e.robust)}**{mark} | {per_attack} | {e.n} |")
-    notes = [f"(!) `{e.entry}`: overestimated — `{x.protocol}` reaches {x.protocol_robust:.3f}, "
+    notes = [f"(!) `{e.entry}`: overestimated — `{x.attack}` reaches {x.robust:.3f}, "
              f"{x.difference['mean']:+.3f} [{x.difference['ci_low']:+.3f}, {x.difference['ci_high']:+.3f}] against "
-             f"the exact `{x.reference}` on the same {x.difference['n']} images (an approximation found what exact "
-             "gradients missed; it does not rank)."
+             f"the ranked worst case on the same {x.difference['n']} images (it does not rank)."
              for e in track.ranked for x in overestimates.get(e.entry, [])]
     return "\n".join(lines + ([""] + notes if notes else []))
