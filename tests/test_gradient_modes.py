@@ -231,6 +231,10 @@ def test_a_ranked_entry_with_a_stronger_approximate_record_is_flagged(tmp_path, 
     build_site(results, tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
     assert index.count("overestimate: pgd_eot[gradient=detach_guidance] reaches 0.0 %") == 1
+    from bench.publish.leaderboard import slugify
+
+    entry_page = (tmp_path / "site" / "entries" / f"{slugify(ranked[0])}.html").read_text()
+    assert "Overestimate</span>: <code>pgd_eot[gradient=detach_guidance]</code>" in entry_page
     from bench.cli.main import main
 
     track = next(t.table_id for t in load_tracks(results) if ranked[0] in [row.entry for row in t.ranked])
