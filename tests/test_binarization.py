@@ -146,3 +146,22 @@ def test_the_published_construction_narrows_the_region_and_still_has_an_example(
     published_path = write_report(SanityReport(**common, inner_points=999, inner_radius=0.95), tmp_path)
     assert default_path != published_path and default_path.exists() and published_path.exists()
     assert "999 inner points within 0.95 ε" == SanityReport(**common, inner_points=999, inner_radius=0.95).construction
+
+
+def test_the_head_is_rescaled_so_a_cross_entropy_attack_has_a_gradient() -> None:
+    """Separable points drive logistic regression's weights up until the image's score underflows a
+    float32 cross-entropy gradient (the toy gdmp: score -119, gradient exactly 0). The fitted head is
+    rescaled so that x_b scores +1 on the fit draws: here, a deterministic defense, exactly 1."""
+    from bench.harness.binarization import binarize
+
+    model = tiny_model("none")
+    x, _ = _images(1)
+    binary, x_b = binarize(model, DefendedClassifier, x, 0, EPS, 0)
+    head = binary.classifier
+    with torch.no_grad():
+        score_b = head(x_b)[0, 1]
+        score_x = head(x)[0, 1]
+    assert torch.isclose(score_b, torch.tensor(1.0), atol=1e-4) and score_x < 0
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(head(xr), torch.zeros(1, dtype=torch.long)), xr)
+    assert grad.abs().max() > 0

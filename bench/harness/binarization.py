@@ -148,7 +148,16 @@ def binarize(model: nn.Module, defended_cls: type, x: torch.Tensor, index: int, 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    head = BinaryHead(model.classifier, w.detach(), b.detach())
+    w, b = w.detach(), b.detach()
+    # Logit rescaling (Zimmermann et al. rescale the readout too): logistic regression on separable
+    # points drives |w| up until the image's score is around -100, where a float32 cross-entropy
+    # gradient underflows to exactly zero and a CE attack cannot move at all (measured on the toy
+    # gdmp). A positive scale changes no decision, only the loss landscape: x_b's mean score on the
+    # fit draws becomes +1.
+    positive = phi.unflatten(0, (n, -1))[:, -1] @ w + b  # (draws,) scores of x_b
+    if float(positive.mean()) > 0:
+        w, b = w / positive.mean(), b / positive.mean()
+    head = BinaryHead(model.classifier, w, b)
     return defended_cls(model.defense, head).eval(), x_b
 
 
