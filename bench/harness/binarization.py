@@ -16,11 +16,11 @@ identity (tests/test_binarization.py), but passes it on the toy dp_ddpm (41 of 4
 constructed example, 64 tried; and 5 of 5 under Zimmermann et al.'s published construction of 999
 inner points within 0.95 ε, ``--inner-points 999 --inner-radius 0.95``), where it still leaves 10
 points of robust accuracy that exact gradients remove: one boundary point in a linear head's
-half-space is easier to reach than the ten-class decision. On the toy gdmp, PGD fails it on the
-same 19 of 64 images whatever its gradient (exact, BPDA, detached guidance) while APGD and
-DiffHammer pass every image: the test catches a weak optimiser there. And it passed exact PGD on
-rcg_purify (38 of 38) although PGD with detached guidance takes 31 more points of ten-class robust
-accuracy: a pass is weak evidence.
+half-space is easier to reach than the ten-class decision. And it passed exact PGD on rcg_purify
+(38 of 38) although PGD with detached guidance takes 31 more points of ten-class robust accuracy:
+a pass is weak evidence. The fitted head is rescaled (below): unscaled, the toy gdmp's head scored
+the image at about −119, PGD's cross-entropy gradient underflowed to zero in float32, and PGD
+"failed" on 19 of 64 images whatever its gradient — a property of the construction, not the attack.
 """
 
 from __future__ import annotations
