@@ -42,3 +42,27 @@ def test_only_a_significantly_stronger_white_box_record_on_the_same_images_flags
     if flagged:
         (o,) = found["d"]
         assert o.attack == "pgd_eot[steps=200]" and o.robust == pytest.approx(0.2) and o.difference["ci_high"] < 0
+
+
+def test_the_flag_rarely_fires_when_the_other_attack_is_no_stronger() -> None:
+    """Simulation of the null: per image, the extra record's K evaluation draws and the worst case
+    have the same success probability (drawn per image from the toy's spread). The flag needs the
+    95% paired interval below zero, so it should fire in at most about 2.5% of repeats (one-sided);
+    the bound allows for 300 repeats' sampling error. And it does fire when the other attack is
+    really stronger by 0.1 per image."""
+    import numpy as np
+
+    from bench.core.metrics import paired_difference
+
+    rng = np.random.default_rng(7)
+    fired, power = 0, 0
+    repeats = 300
+    for _ in range(repeats):
+        p = rng.beta(0.6, 2.5, N)  # per-image robust probabilities, mean ≈ 0.19 like the toy purifiers
+        worst = rng.binomial(K, p) / K
+        other = rng.binomial(K, p) / K
+        stronger = rng.binomial(K, np.clip(p - 0.1, 0, 1)) / K
+        fired += paired_difference(other.tolist(), worst.tolist())["ci_high"] < 0
+        power += paired_difference(stronger.tolist(), worst.tolist())["ci_high"] < 0
+    assert fired / repeats <= 0.05, f"false flags in {fired} of {repeats} null repeats"
+    assert power / repeats >= 0.5, f"a 0.1 stronger attack flagged in only {power} of {repeats}"

@@ -65,7 +65,7 @@ EXACT = GradientMode("exact")
 def parse_gradient_mode(text: str) -> GradientMode:
     """``exact`` | ``bpda`` | ``blind`` | ``forward_only`` | ``surrogate:K`` (K ≥ 1) | ``adjoint`` |
     ``detach_guidance``."""
-    if text in ("exact", "bpda", "blind", "forward_only", "adjoint", "detach_guidance"):
+    if text in GRADIENT_MODES and text != "surrogate:K":  # the modes without a parameter
         return GradientMode(text)
     kind, _, steps = text.partition(":")
     if kind == "surrogate" and steps.isdigit() and int(steps) >= 1:
