@@ -10,6 +10,8 @@ Images are in [0, 1] at the boundary and in [-1, 1] inside.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +66,12 @@ class TruncatedDiffusionPurifier(Defense):
     def __init__(self, config: TruncatedDiffusionConfig, unet: torch.nn.Module) -> None:
         super().__init__(config)
         self.unet = unet.eval().requires_grad_(False)
-        self.scheduler = self.make_scheduler(config)
+
+    @functools.cached_property
+    def scheduler(self) -> Any:
+        """The diffusers scheduler, built on first use (a defense's card, which the site renders,
+        needs none: building one imports diffusers, ~4 s)."""
+        return self.make_scheduler(self.config)
 
     # -- subclass hooks -------------------------------------------------------------
     def make_scheduler(self, config: TruncatedDiffusionConfig) -> Any:
@@ -142,6 +149,14 @@ class TruncatedDiffusionPurifier(Defense):
             raise ConfigError(f"the toy DDPM was trained with num_train_timesteps={TOY_TRAIN_TIMESTEPS}, "
                               f"got {config.num_train_timesteps}")
         return cls(config, load_network(cls, dataset, config))
+
+    @classmethod
+    def card_instance(cls, config: TruncatedDiffusionConfig) -> TruncatedDiffusionPurifier:
+        # the card reads only the config's step counts: no U-Net (building one imports diffusers);
+        # subclasses with more constructor arguments (a guide, a classifier) build their test instance
+        if cls.__init__ is not TruncatedDiffusionPurifier.__init__:
+            return cls.for_testing(config)
+        return cls(config, torch.nn.Identity())
 
     @classmethod
     def for_testing(

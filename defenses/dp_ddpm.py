@@ -7,12 +7,18 @@ ADDT paper Section 4.1 / Eq. 5; diffusers ``DDPMScheduler`` with ``variance_type
 
 from __future__ import annotations
 
+import functools
+
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import DDPMScheduler
 
 from bench.core.defense import register_defense
 from bench.families.ddpm import ancestral_step
 from defenses.ddpm_purifier import TruncatedDiffusionConfig, TruncatedDiffusionPurifier
+
+if TYPE_CHECKING:  # diffusers is imported where a scheduler is built: listing the registry (the
+    from diffusers import DDPMScheduler  # site build's name check) need not pay its ~4 s import
 
 
 @register_defense("dp_ddpm")
@@ -25,12 +31,18 @@ class DPDDPM(TruncatedDiffusionPurifier):
     license = "cifar10 weights: see the google/ddpm-cifar10-32 model page; toy: this project's"
 
     def make_scheduler(self, config: TruncatedDiffusionConfig) -> DDPMScheduler:
+        from diffusers import DDPMScheduler
+
         scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps, variance_type="fixed_large", clip_sample=True
         )
         scheduler.set_timesteps(timesteps=config.timesteps)
-        self._alphas_cumprod = scheduler.alphas_cumprod.double().tolist()
         return scheduler
+
+    @functools.cached_property
+    def _alphas_cumprod(self) -> list[float]:
+        """ᾱ_t in float64, from the scheduler (built on first use)."""
+        return self.scheduler.alphas_cumprod.double().tolist()
 
     def reverse_stochastic_steps(self) -> int:
         return sum(1 for t in self.config.timesteps if t > 0)

@@ -215,6 +215,10 @@ class GDMP(Defense):
         return cls(config, load_network(cls, dataset, config))
 
     @classmethod
+    def card_instance(cls, config: GDMPConfig) -> GDMP:
+        return cls(config, nn.Identity())  # the card reads only the config: no U-Net, no diffusers import
+
+    @classmethod
     def for_testing(cls, config: GDMPConfig | None = None, channels: int = 1, size: int = 8) -> GDMP:
         from bench.zoo.toy import tiny_unet
 

@@ -113,6 +113,10 @@ class RCGPurify(DPDDPM):
         return cls(config, base.unet, load_model(cls.guide_files[dataset]))
 
     @classmethod
+    def card_instance(cls, config: RCGConfig) -> RCGPurify:
+        return cls(config, nn.Identity(), nn.Identity())  # the card reads only the config's step counts
+
+    @classmethod
     def for_testing(cls, config: Any = None, channels: int = 1, size: int = 8) -> RCGPurify:
         """A tiny random-weight DDPM guided by a tiny random time-dependent classifier."""
         from bench.zoo.toy import tiny_unet

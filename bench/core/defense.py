@@ -71,7 +71,7 @@ class Defense(nn.Module, ABC):
         import dataclasses
 
         config = cls.config_cls()
-        instance = cls.for_testing(config)
+        instance = cls.card_instance(config)
         return {
             "name": cls.name,
             "description": cls.description,
@@ -84,6 +84,12 @@ class Defense(nn.Module, ABC):
             "network_calls": instance.network_calls,
             "streams": {k: {"tensors": v.steps, "shape": list(v.shape)} for k, v in instance.noise_spec(sample_shape).items()},
         }
+
+    @classmethod
+    def card_instance(cls, config: Any) -> Defense:
+        """An instance whose config-derived properties (``nfe``, ``network_calls``,
+        ``noise_spec``) the card reads; its networks are never run. Default: :meth:`for_testing`."""
+        return cls.for_testing(config)
 
     @abstractmethod
     def noise_spec(self, sample_shape: tuple[int, ...]) -> dict[str, StreamSpec]:

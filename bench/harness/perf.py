@@ -486,7 +486,8 @@ def measure_leaderboard_build(count: int = 10_000) -> str:
         write_synthetic_records(root, count)
         summary = build_site(root, Path(tmp) / "site")
     return (f"(e) leaderboard build: {summary['records']} records, {summary['entries']} entries, "
-            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s)")
+            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s); phases: "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["phases"].items()))
 
 
 def report_markdown(blocks: list[str], command: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.metrics import resubmission_estimates, wilson_interval
+from bench.core.metrics import resubmission_estimates, wilson_interval, wilson_intervals
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,15 @@ def _interval(value: float, n: int) -> dict[str, float]:
     return {"acc": value, "ci_low": low, "ci_high": high}
 
 
-def _accuracies(labels: np.ndarray, correct: np.ndarray, preds: np.ndarray | None, draws: int,
-                stated_majority: float | None) -> dict[str, dict[str, float]]:
+def _intervals(values: list[float], n: int) -> list[dict[str, float]]:
+    """:func:`_interval` for many proportions on the same n images, in one vectorised call."""
+    low, high = wilson_intervals(np.asarray(values, dtype=float), n)
+    return [{"acc": v, "ci_low": lo, "ci_high": hi} for v, lo, hi in zip(values, low.tolist(), high.tolist())]
+
+
+def _accuracy_values(labels: np.ndarray, correct: np.ndarray, preds: np.ndarray | None, draws: int,
+                     stated_majority: float | None) -> list[float]:
+    """[expected, worst-of-K, majority] accuracy over the n images."""
     n = len(labels)
     expected = float(correct.sum()) / (n * draws) if n else 0.0
     worst = float((correct == draws).sum()) / n if n else 0.0
@@ -71,7 +78,7 @@ def _accuracies(labels: np.ndarray, correct: np.ndarray, preds: np.ndarray | Non
         majority = float(majority_correct(labels, preds).mean()) if n else 0.0
     else:
         majority = stated_majority if stated_majority is not None else 0.0
-    return {"expected": _interval(expected, n), "worst": _interval(worst, n), "majority": _interval(majority, n)}
+    return [expected, worst, majority]
 
 
 def derive(outcomes: Outcomes, stated_majority: dict[str, float] | None = None) -> dict[str, Any]:
@@ -82,19 +89,26 @@ def derive(outcomes: Outcomes, stated_majority: dict[str, float] | None = None) 
     for the majority vote of schema-1 records, which have no per-draw classes."""
     o, stated = outcomes, stated_majority or {}
     n = len(o.labels)
+    values = (_accuracy_values(o.labels, o.clean_correct, o.clean_preds, o.draws, stated.get("clean"))
+              + _accuracy_values(o.labels, o.adv_correct, o.adv_preds, o.draws, stated.get("robust")))
+    curve = resubmission_estimates(o.adv_correct.tolist(), o.draws).mean(axis=0) if n else np.zeros(o.draws)
+    values += curve.tolist()
+    if o.reported is not None:
+        values.append(float(np.mean(o.reported)) if n else 0.0)
+    intervals = _intervals(values, n)  # every interval of the record: one Wilson call
+    kinds = ("expected", "worst", "majority")
     fields: dict[str, Any] = {
         "samples": {"clean_correct": o.clean_correct.tolist(), "adv_correct": o.adv_correct.tolist()},
-        "clean": _accuracies(o.labels, o.clean_correct, o.clean_preds, o.draws, stated.get("clean")),
-        "robust": _accuracies(o.labels, o.adv_correct, o.adv_preds, o.draws, stated.get("robust")),
+        "clean": dict(zip(kinds, intervals[0:3])),
+        "robust": dict(zip(kinds, intervals[3:6])),
+        "rob_m": [{"m": m + 1, **intervals[6 + m]} for m in range(o.draws)],
     }
-    curve = resubmission_estimates(o.adv_correct.tolist(), o.draws).mean(axis=0) if n else np.zeros(o.draws)
-    fields["rob_m"] = [{"m": m + 1, **_interval(float(curve[m]), n)} for m in range(o.draws)]
     if o.reported is not None:
-        fields["attack_reported"] = _interval(float(np.mean(o.reported)) if n else 0.0, n)
+        fields["attack_reported"] = intervals[6 + o.draws]
     cost = {}
-    for name, values in (("gradient_draws", o.gradient_draws), ("forward_draws", o.forward_draws)):
-        if values is not None:
-            cost[f"{name}_per_sample"] = float(np.mean(values)) if n else 0.0
+    for name, values_ in (("gradient_draws", o.gradient_draws), ("forward_draws", o.forward_draws)):
+        if values_ is not None:
+            cost[f"{name}_per_sample"] = float(np.mean(values_)) if n else 0.0
     if cost:
         fields["cost"] = cost
     return fields
@@ -128,6 +142,8 @@ def disagreements_with(obj: Any, derived: dict[str, Any], tolerance: float = 1e-
                 walk(item, None if have is None else (have.get(key) if isinstance(have, dict) else getattr(have, key, None)),
                      f"{path}{key}.")
         elif isinstance(value, list) and value and isinstance(value[0], dict):
+            if have is not None and len(have) != len(value):
+                problems.append(f"{path[:-1]}: {len(have)} entries, the per-sample outcomes give {len(value)}")
             for i, item in enumerate(value):
                 walk(item, have[i] if have is not None and i < len(have) else None, f"{path}{i}.")
         else:
@@ -142,6 +158,40 @@ def disagreements_with(obj: Any, derived: dict[str, Any], tolerance: float = 1e-
 
     walk(derived, obj, "")
     return problems
+
+
+def agrees(obj: Any, derived: dict[str, Any], tolerance: float = 1e-6) -> bool:
+    """True when :func:`disagreements_with` would find nothing: the same comparison, field by
+    field in one array (the fast path of a site build's validation; the slow one names fields)."""
+    samples = derived["samples"]
+    if obj.samples.clean_correct != samples["clean_correct"] or obj.samples.adv_correct != samples["adv_correct"]:
+        return False
+    have: list[Any] = []
+    want: list[float] = []
+
+    def add(stated: Any, fields: dict[str, float]) -> bool:
+        if stated is None:
+            return False
+        for key, value in fields.items():
+            have.append(getattr(stated, key, None))
+            want.append(value)
+        return True
+
+    for part in ("clean", "robust"):
+        for kind, fields in derived[part].items():
+            add(getattr(getattr(obj, part), kind), fields)
+    if "rob_m" in derived:
+        if obj.rob_m is None or len(obj.rob_m) != len(derived["rob_m"]):
+            return False
+        for stated, fields in zip(obj.rob_m, derived["rob_m"]):
+            add(stated, fields)
+    if "attack_reported" in derived and not add(obj.attack_reported, derived["attack_reported"]):
+        return False
+    if "cost" in derived:
+        add(obj.cost, derived["cost"])
+    if any(value is None for value in have):
+        return False
+    return bool(np.all(np.abs(np.asarray(have, dtype=float) - np.asarray(want, dtype=float)) <= tolerance))
 
 
 def disagreements(stated: dict[str, Any], derived: dict[str, Any], tolerance: float = 1e-6) -> list[str]:

@@ -64,7 +64,8 @@ def index_problems(dataset: str, indices: list[int]) -> list[str]:
     size = SPLIT_SIZES.get(dataset)
     problems = []
     seen: set[int] = set()
-    repeated = sorted({i for i in indices if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    repeated = [] if len(set(indices)) == len(indices) else sorted(
+        {i for i in indices if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
     if repeated:
         problems.append(f"dataset.sample_indices: repeated indices {repeated[:10]}")
     if size is not None:
