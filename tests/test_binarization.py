@@ -124,6 +124,21 @@ def test_a_too_weak_attack_is_flagged_on_the_site(tmp_path) -> None:
     assert "binarization test" in page and "passed 25%" in page
 
 
+def test_a_report_without_a_constructed_example_is_inconclusive_not_too_weak() -> None:
+    """When the head cannot be fitted on any image (a purifier so noisy that the ball's points are
+    not separable), the test says nothing about the attack: no flag, and the report says so."""
+    from bench.publish.sanity import ImageResult, SanityReport
+
+    common = dict(test="binarization", defense="none", defense_config={}, attack="pgd_eot", attack_config={},
+                  dataset="toy", threat="linf-0.25", setting="white", eval_draws=4, seed=0, git_commit=None)
+    failed = [ImageResult(index=i, constructed=False, passed=False, boundary_rate=0.2, attack_rate=0.0) for i in range(3)]
+    empty = SanityReport(**common, images=failed)
+    assert empty.inconclusive and not empty.too_weak
+    weak = SanityReport(**common, images=failed + [ImageResult(index=9, constructed=True, passed=False,
+                                                               boundary_rate=1.0, attack_rate=0.0)])
+    assert weak.too_weak and not weak.inconclusive
+
+
 def test_the_published_construction_narrows_the_region_and_still_has_an_example(tmp_path) -> None:
     """Zimmermann et al.'s own construction (999 inner points within 0.95 ε) still puts x_b in class 1
     and is found by an exact attack; its report is stored beside, not over, the default one."""

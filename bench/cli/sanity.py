@@ -46,7 +46,9 @@ def _cmd_binarization(args: argparse.Namespace) -> int:
     rate, low, high, n = result.pass_rate
     print(f"binarization test, {entry} x {label}: passed {round(rate * n)}/{n} images with an adversarial example by "
           f"construction ({len(report.outcomes) - n} where the construction failed), pass rate {rate:.3f} "
-          f"[{low:.3f}, {high:.3f}]" + ("; TOO WEAK for this defense" if result.too_weak else ""))
+          f"[{low:.3f}, {high:.3f}]" + ("; TOO WEAK for this defense" if result.too_weak else "")
+          + ("; INCONCLUSIVE: the construction failed on every image (the head could not separate a boundary "
+             "point from the image under this defense's noise)" if result.inconclusive else ""))
     print(f"report: {write_report(result, Path(args.out))}")
     return 0
 

@@ -62,8 +62,13 @@ class SanityReport(BaseModel):
         return (rate, *wilson_interval(rate, len(usable)), len(usable))
 
     @property
+    def inconclusive(self) -> bool:
+        """No image had an adversarial example by construction: the test says nothing about the attack."""
+        return self.pass_rate[3] == 0
+
+    @property
     def too_weak(self) -> bool:
-        return self.pass_rate[0] < TOO_WEAK_BELOW
+        return not self.inconclusive and self.pass_rate[0] < TOO_WEAK_BELOW
 
 
 def load_reports(records_dir: Path) -> list[SanityReport]:
