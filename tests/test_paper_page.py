@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.publish.paper import TableCellRerun, _kendall_agreement, _twin_check, _vanilla_of, table_reruns
+from bench.publish.paper import TableCellRerun, _column_check, _kendall_agreement, _twin_check, _vanilla_of, table_reruns
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,25 @@ def test_the_twin_check_reads_the_paper_claim_from_its_numbers() -> None:
     assert agrees is False
     _, agrees = _twin_check([_cell("dp_ddpm_addt[nfe=5]", "30.27", None)], pool, records)
     assert agrees is None  # nothing re-run: no verdict
+
+
+def test_the_column_check_compares_two_columns_of_a_table_on_the_same_images() -> None:
+    """Table 13: AutoAttack as published against the fixed selection, cell by cell, paired per image."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 8, 200).tolist()
+    higher = [min(c + 2, 10) for c in base]
+    indices = SimpleNamespace(sample_indices=list(range(200)))
+    records = {k: SimpleNamespace(eval_draws=10, samples=SimpleNamespace(adv_correct=v), dataset=indices)
+               for k, v in (("published", higher), ("fixed", base), ("same", base))}
+    companion = [_cell("dp_ddpm", "46.88", "fixed")]
+    text, agrees = _column_check([_cell("dp_ddpm", "57.81", "published")], companion, "ours", records)
+    assert agrees is True and "+10.93" in text and "minus ours" in text  # the paper: +10.93 points
+    _, agrees = _column_check([_cell("dp_ddpm", "57.81", "same")], companion, "ours", records)
+    assert agrees is False  # the paper's column is higher; the toy's is not
+    _, agrees = _column_check([_cell("dp_ddpm", "47.00", "published")], companion, "ours", records)
+    assert agrees is False  # no difference claimed (+0.12), the toy's interval excludes zero
+    _, agrees = _column_check([_cell("dp_ddpm", "57.81", None)], companion, "ours", records)
+    assert agrees is None
 
 
 def test_the_order_check_counts_pairs_the_paper_orders() -> None:

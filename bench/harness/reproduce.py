@@ -53,6 +53,9 @@ class Reproduction:
     subjects: tuple[dict[str, Any], ...] = ()
     claim: str = ""  # a figure's caption claim (the site's direction check)
     toy_n_samples: int | None = None  # the toy re-run's size (default: the toy protocol's)
+    # a table whose claim is one column against another (Table 13: AutoAttack as published against
+    # the fixed selection): the other column's file; the site compares their cells image by image
+    compare_with: str = ""
 
     @property
     def kind(self) -> str:
@@ -91,6 +94,12 @@ def available() -> list[str]:
     return found
 
 
+def _companion(key: str) -> str:
+    if key and key not in available():
+        raise ValueError(f"compare_with names unknown reproduction {key!r} (valid: {', '.join(available())})")
+    return str(key)
+
+
 def load_reproduction(key: str) -> Reproduction:
     path = PROTOCOL_DIR / f"{key}.toml"
     if key not in available():
@@ -119,7 +128,8 @@ def load_reproduction(key: str) -> Reproduction:
                             int(data["n_samples"]), int(data.get("seed", 0)), int(data.get("eval_draws", 10)),
                             data["attack"], tuple(data.get("settings", ["white"])),
                             float(data.get("gpu_ms_per_call", 0.0)), cells, dict(data.get("attack_options", {})),
-                            str(data.get("needs", "")), toy_n_samples=data.get("toy_n_samples"))
+                            str(data.get("needs", "")), toy_n_samples=data.get("toy_n_samples"),
+                            compare_with=_companion(data.get("compare_with", "")))
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"reproduction file {path} is malformed: {err}") from None
 

@@ -267,6 +267,43 @@ def _twin_check(cells: list[TableCellRerun], pool: dict[tuple[str, str, str], tu
             f"{paper_mean:+.2f} points ({'an improvement' if improves else 'no improvement'})", agrees)
 
 
+def _column_check(cells: list[TableCellRerun], companion: list[TableCellRerun], companion_key: str,
+                  records: dict[str, Any]) -> tuple[str, bool | None]:
+    """This table's column against another's (the same entry, norm and setting): the toy's paired
+    mean difference of expected robust accuracy over every image of every re-run pair (95% normal
+    interval) beside the paper's mean difference. The paper claims a difference where its mean
+    exceeds one point in absolute value (the toy agrees if its difference has the same sign),
+    none otherwise (the toy agrees unless its interval excludes zero)."""
+    import numpy as np
+
+    theirs = {(c.entry, c.norm, c.setting): c for c in companion}
+    paper, toy = [], []
+    for cell in cells:
+        other = theirs.get((cell.entry, cell.norm, cell.setting))
+        if other is None:
+            continue
+        paper.append(float(cell.reported_robust) - float(other.reported_robust))
+        if cell.record and other.record:
+            a, b = records[cell.record], records[other.record]
+            if list(a.dataset.sample_indices) == list(b.dataset.sample_indices):
+                toy.append(np.asarray(a.samples.adv_correct) / a.eval_draws
+                           - np.asarray(b.samples.adv_correct) / b.eval_draws)
+    paper_mean = float(np.mean(paper)) if paper else 0.0
+    if not toy:
+        return (f"this column minus {companion_key}: the paper's mean difference is {paper_mean:+.2f} points; "
+                "no pair re-run on the same images yet"), None
+    diffs = np.concatenate(toy)
+    mean = float(diffs.mean())
+    half = 1.959963984540054 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    if abs(paper_mean) > 1.0:
+        agrees = (mean > 0) == (paper_mean > 0)
+    else:
+        agrees = bool(mean - half <= 0 <= mean + half)
+    return (f"this column minus {companion_key} on the same images, toy: {100 * mean:+.1f} points "
+            f"[{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] over {len(toy)} pairs ({len(diffs)} image pairs); "
+            f"the paper: {paper_mean:+.2f} points", agrees)
+
+
 def table_reruns(parsed: list[tuple[Path, Any]], root: Path | None = None) -> list[TableRerun]:
     """Every table reproduction file with its cells matched to the toy records that re-ran them
     (``bench reproduce KEY --dataset toy``) and its direction check."""
@@ -292,8 +329,10 @@ def table_reruns(parsed: list[tuple[Path, Any]], root: Path | None = None) -> li
             pool.setdefault((cell.entry, cell.norm, cell.setting), (rerun, record))
         tables.append((repro, cells))
     out = []
+    by_key = {repro.key: cells for repro, cells in tables}
     for repro, cells in tables:
-        twin = _twin_check(cells, pool, records)
+        twin = (_column_check(cells, by_key.get(repro.compare_with, []), repro.compare_with, records)
+                if repro.compare_with else _twin_check(cells, pool, records))
         if twin is not None:
             result, agrees = twin
         else:
