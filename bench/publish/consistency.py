@@ -56,17 +56,13 @@ def inconsistent(records: list[Any]) -> dict[int, list[str]]:
     return problems
 
 
-def _decode(rows: list[str], shape: tuple[int, ...], width: int) -> np.ndarray:
-    digits = np.frombuffer("".join(rows).encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
-    if width == 2:
-        digits = digits[0::2] * 10 + digits[1::2]
-    return digits.reshape(shape)
-
-
-def _majority_correct(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """(R, n) whether each row's most frequent class (ties: the smallest) is the label; preds
-    (R, n, K). One bincount over all rows (the per-record one-hot of derive.majority_correct)."""
+def majority_correct_rows(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """(R, n) whether each row's most frequent class (ties: the smallest) is the label; labels
+    (R, n), preds (R, n, K). One bincount over all rows (also serves one record:
+    :func:`bench.publish.derive.majority_correct`)."""
     r, n, k = preds.shape
+    if r * n == 0:
+        return np.zeros((r, n), dtype=bool)
     classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
     rows = np.arange(r * n).repeat(k) * classes
     counts = np.bincount(rows + preds.reshape(-1), minlength=r * n * classes).reshape(r * n, classes)
@@ -76,20 +72,22 @@ def _majority_correct(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
 def _disagreeing(records: list[Any], members: list[int], n: int, k: int, width: int) -> list[int]:
     """Indices (into ``members``) of the records of one (n, K) shape whose summaries differ from
     their outcomes, all checked in one set of array operations."""
+    from bench.publish.records import decode_preds
+
     chosen = [records[i] for i in members]
     r = len(chosen)
     labels = np.asarray([rec.samples.label for rec in chosen], dtype=np.int64).reshape(r, n)
-    clean = _decode([row for rec in chosen for row in rec.samples.clean_preds], (r, n, k), width)
-    adv = _decode([row for rec in chosen for row in rec.samples.adv_preds], (r, n, k), width)
+    clean = decode_preds([row for rec in chosen for row in rec.samples.clean_preds], width).reshape(r, n, k)
+    adv = decode_preds([row for rec in chosen for row in rec.samples.adv_preds], width).reshape(r, n, k)
     for j, rec in enumerate(chosen):  # the site build reads these next (Record.preds)
         rec._decoded["clean_preds"], rec._decoded["adv_preds"] = clean[j], adv[j]
     clean_correct = (clean == labels[:, :, None]).sum(axis=2)
     adv_correct = (adv == labels[:, :, None]).sum(axis=2)
     values = np.concatenate([
         np.stack([clean_correct.sum(1) / (n * k), (clean_correct == k).mean(1),
-                  _majority_correct(labels, clean).mean(1)], axis=1),
+                  majority_correct_rows(labels, clean).mean(1)], axis=1),
         np.stack([adv_correct.sum(1) / (n * k), (adv_correct == k).mean(1),
-                  _majority_correct(labels, adv).mean(1)], axis=1),
+                  majority_correct_rows(labels, adv).mean(1)], axis=1),
         _estimate_table(k)[adv_correct].mean(axis=1),  # (r, K): Rob(M), M = 1..K
     ], axis=1)  # (r, 6 + K)
     low, high = wilson_intervals(values, n)

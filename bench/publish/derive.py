@@ -49,12 +49,9 @@ class Outcomes:
 def majority_correct(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """(n,) whether the most frequent class of each row of (n, K) ``preds`` is the label (ties go
     to the smallest class, as :func:`bench.core.metrics.majority_vote`)."""
-    n = preds.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    classes = int(max(preds.max(), labels.max())) + 1
-    counts = (preds[:, :, None] == np.arange(classes)).sum(axis=1)  # (n, classes)
-    return counts.argmax(axis=1) == labels
+    from bench.publish.consistency import majority_correct_rows
+
+    return majority_correct_rows(np.asarray(labels)[None], np.asarray(preds)[None])[0]
 
 
 def _interval(value: float, n: int) -> dict[str, float]:

@@ -231,6 +231,15 @@ def _kendall_agreement(cells: list[TableCellRerun]) -> tuple[int, int]:
     return agree, total
 
 
+def _paired_mean(diffs: Any) -> tuple[float, float]:
+    """Mean of paired per-image differences and the half-width of its 95% normal interval."""
+    import numpy as np
+
+    mean = float(diffs.mean())
+    half = 1.959963984540054 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return mean, half
+
+
 def _twin_check(cells: list[TableCellRerun], pool: dict[tuple[str, str, str], tuple[TableCellRerun, Any]],
                 records: dict[str, Any]) -> tuple[str, bool | None] | None:
     """Fine-tuned entries against their vanilla twins (the same table's cell, else any table's): the toy's paired mean
@@ -258,8 +267,7 @@ def _twin_check(cells: list[TableCellRerun], pool: dict[tuple[str, str, str], tu
     if not toy:
         return f"fine-tuned vs vanilla: the paper's mean difference is {paper_mean:+.2f} points; no pair re-run yet", None
     diffs = np.concatenate(toy)
-    mean = float(diffs.mean())
-    half = 1.959963984540054 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    mean, half = _paired_mean(diffs)
     improves = paper_mean > 1.0
     agrees = mean > 0 if improves else not mean - half > 0
     return (f"fine-tuned minus vanilla robust accuracy on the toy: {100 * mean:+.1f} points [{100 * (mean - half):+.1f}, "
@@ -293,8 +301,7 @@ def _column_check(cells: list[TableCellRerun], companion: list[TableCellRerun], 
         return (f"this column minus {companion_key}: the paper's mean difference is {paper_mean:+.2f} points; "
                 "no pair re-run on the same images yet"), None
     diffs = np.concatenate(toy)
-    mean = float(diffs.mean())
-    half = 1.959963984540054 * float(diffs.std(ddof=1)) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    mean, half = _paired_mean(diffs)
     if abs(paper_mean) > 1.0:
         agrees = (mean > 0) == (paper_mean > 0)
     else:
