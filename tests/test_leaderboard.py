@@ -200,6 +200,55 @@ def test_site_rebuilds_byte_identically(tmp_path) -> None:
         assert (tmp_path / "a" / page).read_bytes() == (tmp_path / "b" / page).read_bytes(), page
 
 
+def test_the_two_process_build_writes_what_one_process_writes(tmp_path) -> None:
+    """The build splits its work between two processes (bench.publish.forked); without fork it
+    runs inline. Every file of the site, the database included, is the same either way."""
+    import sqlite3
+
+    write_synthetic_records(tmp_path / "results", 24)
+    build_site(tmp_path / "results", tmp_path / "two")
+    build_site(tmp_path / "results", tmp_path / "one", processes=1)
+    files = sorted(p.relative_to(tmp_path / "one").as_posix() for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*")
+                           if p.is_file())
+    assert sum(f.startswith("entries/") for f in files) >= 2  # both halves of the entry pages
+    for name in files:
+        if name != "leaderboard.sqlite":
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    dumps = ["\n".join(sqlite3.connect(tmp_path / d / "leaderboard.sqlite").iterdump()) for d in ("one", "two")]
+    assert dumps[0] == dumps[1] and "INSERT INTO" in dumps[0]
+
+
+def test_a_record_that_passes_the_schema_but_not_the_checks_publishes_nothing(tmp_path) -> None:
+    """The pages are built from records parsed by the schema alone while a second process checks
+    them; a record whose summary its own outcomes do not support stops the build before anything
+    is published, and the staging folder is removed."""
+    write_synthetic_records(tmp_path / "results", 24)
+    build_site(tmp_path / "results", tmp_path / "site")
+    before = {p: p.read_bytes() for p in (tmp_path / "site").rglob("*.html")}
+    victim = sorted((tmp_path / "results").rglob("*.json"))[3]
+    data = json.loads(victim.read_text())
+    stated = data["robust"]["expected"]
+    stated["acc"] = stated["ci_low"] + 0.25 * (stated["ci_high"] - stated["ci_low"])  # in its CI; not the outcomes'
+    victim.write_text(json.dumps(data))
+    with pytest.raises(BenchError, match=r"(?s)1 invalid record.*robust"):
+        build_site(tmp_path / "results", tmp_path / "site")
+    assert {p: p.read_bytes() for p in (tmp_path / "site").rglob("*.html")} == before  # the old site stands
+    assert not (tmp_path / "site.building").exists()
+
+
+def test_a_forked_call_returns_its_value_and_raises_its_error() -> None:
+    from bench.publish.forked import start
+
+    assert start("sum", sum, [1, 2, 3]).result() == 6
+    with pytest.raises(BenchError, match="no such"):
+        start("fails", _raise_bench_error, "no such thing").result()
+
+
+def _raise_bench_error(message: str) -> None:
+    raise BenchError(message)
+
+
 def test_paper_links() -> None:
     assert paper_url("Nie et al., ICML 2022, arXiv:2205.07460") == "https://arxiv.org/abs/2205.07460"
     assert paper_url("-") is None

@@ -55,3 +55,37 @@ def test_resubmission_estimator_equals_brute_force_over_subsets() -> None:
     assert curve[0]["acc"] == sum(map(sum, outcomes)) / (k * len(outcomes))  # Rob(1) = expected
     assert curve[-1]["acc"] == sum(all(o) for o in outcomes) / len(outcomes)  # Rob(K) = worst-of-K
     assert [p["acc"] for p in curve] == sorted((p["acc"] for p in curve), reverse=True)
+
+
+@pytest.mark.parametrize("shape, axis", [((10_000, 40), 0), ((10_000,), 0), ((7, 3_001), 1), ((5, 4), 0), ((1, 9), 0)])
+@pytest.mark.parametrize("dtype", [float, int])
+def test_percentiles_equal_numpy_bit_for_bit(shape: tuple[int, ...], axis: int, dtype: type) -> None:
+    import numpy as np
+
+    from bench.core.metrics import percentiles
+
+    values = (np.random.default_rng(len(shape) + axis).normal(size=shape) * 10).astype(dtype)
+    for q in ([2.5, 97.5], [0, 50, 100], [33.3], [0.1, 99.9]):
+        expected = np.percentile(values, q, axis=axis)
+        got = percentiles(values, q, axis=axis)
+        assert got.shape == expected.shape and np.array_equal(got, expected), q
+
+
+def test_paired_differences_in_one_batch_equal_one_call_each() -> None:
+    import numpy as np
+
+    from bench.core.metrics import paired_difference, paired_differences
+
+    rng = np.random.default_rng(3)
+    pairs = [(list(rng.integers(0, 11, n) / 10), list(rng.integers(0, 11, n) / 10)) for n in (64, 64, 64, 32, 17)]
+    pairs.append(([0.5] * 64, [0.5] * 64))  # no spread: the conservative interval
+    batch = paired_differences(pairs)
+    for (a, b), got in zip(pairs, batch):
+        one = paired_difference(a, b)
+        assert got["mean"] == one["mean"] and got["n"] == one["n"]
+        assert got["ci_low"] == pytest.approx(one["ci_low"], abs=1e-12)
+        assert got["ci_high"] == pytest.approx(one["ci_high"], abs=1e-12)
+    # a lone pair of its n is computed exactly as one call
+    assert batch[3] == paired_difference(*pairs[3]) and batch[4] == paired_difference(*pairs[4])
+    with pytest.raises(ValueError, match="equal, non-zero lengths"):
+        paired_differences([([0.1, 0.2], [0.3])])

@@ -476,7 +476,8 @@ def write_synthetic_records(root: Path, count: int, seed: int = 0) -> None:
 
 
 def measure_leaderboard_build(count: int = 10_000) -> str:
-    """(e) Time ``bench leaderboard build`` on ``count`` synthetic records (generation excluded)."""
+    """(e) Time ``bench leaderboard build`` on ``count`` synthetic records (generation excluded):
+    the default two-process build, and the same build in one process for the ratio."""
     import tempfile
 
     from bench.publish.leaderboard import build_site
@@ -485,8 +486,10 @@ def measure_leaderboard_build(count: int = 10_000) -> str:
         root = Path(tmp) / "results"
         write_synthetic_records(root, count)
         summary = build_site(root, Path(tmp) / "site")
+        alone = build_site(root, Path(tmp) / "site-one-process", processes=1)
     return (f"(e) leaderboard build: {summary['records']} records, {summary['entries']} entries, "
-            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s); phases: "
+            f"{summary['tables']} tables in {summary['seconds']:.2f} s (target <= 5 s; one process "
+            f"{alone['seconds']:.2f} s, ratio {summary['seconds'] / alone['seconds']:.2f}); phases: "
             + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary["phases"].items()))
 
 

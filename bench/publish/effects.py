@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core.metrics import paired_difference
+from bench.core.metrics import paired_differences
 
 REFERENCE_ATTACK = {"aa_rand": "aa_rand_fixed"}  # the published attack and its fixed version
 
@@ -49,7 +49,7 @@ def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
             exact.setdefault(_key(record, record.attack.name), row)
             exact.setdefault((record.entry, record.attack.name, record.setting, record.dataset.name,
                               tuple(record.dataset.sample_indices), record.seed, record.eval_draws, "any"), row)
-    effects = []
+    found: list[tuple[Any, str, Any, Any, list[float], list[float]]] = []
     for row in rows:
         record = parsed(row)
         mode = _mode(record)
@@ -69,8 +69,11 @@ def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
         k = record.eval_draws
         mine = [c / k for c in record.samples.adv_correct]
         theirs = [c / ref.eval_draws for c in ref.samples.adv_correct]
-        effects.append(Effect(record.entry, label, ref.attack.name, record.robust.expected.acc, ref.robust.expected.acc,
-                              paired_difference(mine, theirs), row.path, reference.path))
+        found.append((row, label, reference, ref, mine, theirs))
+    differences = paired_differences([(mine, theirs) for *_, mine, theirs in found])
+    effects = [Effect(parsed(row).entry, label, ref.attack.name, parsed(row).robust.expected.acc,
+                      ref.robust.expected.acc, difference, row.path, reference.path)
+               for (row, label, reference, ref, _, _), difference in zip(found, differences)]
     effects.sort(key=lambda e: (e.entry, e.protocol))
     return effects
 

@@ -32,7 +32,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     insert,
-    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -85,28 +84,70 @@ class RecordRow(_Base):
     body: Mapped[str] = mapped_column(Text)
 
 
-def ingest(records: list[tuple[Path, Record]], database: Path) -> None:
-    """(Re)create ``database`` holding exactly ``records``."""
+@dataclass(frozen=True, slots=True)
+class RecordSummary:
+    """One record flattened: the columns of :class:`RecordRow`, as a plain object (building 10,000
+    ORM instances took most of a second of each site build, for attribute access only)."""
+
+    path: str
+    run_id: str
+    entry: str
+    defense: str
+    attack: str
+    attack_label: str
+    unreliable: bool
+    setting: str
+    classifier: str
+    dataset: str
+    norm: str
+    eps: float
+    threat: str
+    nfe: int
+    n_samples: int
+    clean_acc: float
+    clean_ci_low: float
+    clean_ci_high: float
+    robust_acc: float
+    robust_ci_low: float
+    robust_ci_high: float
+    attack_seconds: float
+    device: str
+    finished_at: str
+    body: str
+
+    @classmethod
+    def of(cls, path: Path, r: Record) -> RecordSummary:
+        return cls(
+            path=str(path), run_id=r.run_id, entry=r.entry, defense=r.defense.name, attack=r.attack.name,
+            attack_label=attack_label(r.attack.name, r.attack.config, r.protocol), unreliable=r.attack.unreliable,
+            setting=r.setting, classifier=r.classifier, dataset=r.dataset.name, norm=r.threat_model.norm,
+            eps=r.threat_model.eps, threat=threat_label(r.threat_model.norm, r.threat_model.eps), nfe=r.defense.nfe,
+            n_samples=r.dataset.n_samples, clean_acc=r.clean.expected.acc, clean_ci_low=r.clean.expected.ci_low,
+            clean_ci_high=r.clean.expected.ci_high, robust_acc=r.robust.expected.acc,
+            robust_ci_low=r.robust.expected.ci_low, robust_ci_high=r.robust.expected.ci_high,
+            attack_seconds=r.cost.attack_seconds, device=r.cost.device, finished_at=r.finished_at or r.created_at,
+            body=r._text or r.model_dump_json(),
+        )
+
+
+def ingest(records: list[RecordSummary], database: Path) -> None:
+    """(Re)create ``database`` holding exactly ``records`` (:func:`summaries`)."""
+    import dataclasses
+
     if database.exists():
         database.unlink()
     engine = create_engine(f"sqlite:///{database}")
     _Base.metadata.create_all(engine)
-    rows = []
-    for path, r in records:
-        rows.append(dict(
-            path=str(path), run_id=r.run_id, entry=r.entry, defense=r.defense.name, attack=r.attack.name,
-            attack_label=attack_label(r.attack.name, r.attack.config, r.protocol), unreliable=r.attack.unreliable, setting=r.setting, classifier=r.classifier,
-            dataset=r.dataset.name, norm=r.threat_model.norm, eps=r.threat_model.eps,
-            threat=threat_label(r.threat_model.norm, r.threat_model.eps), nfe=r.defense.nfe, n_samples=r.dataset.n_samples,
-            clean_acc=r.clean.expected.acc, clean_ci_low=r.clean.expected.ci_low, clean_ci_high=r.clean.expected.ci_high,
-            robust_acc=r.robust.expected.acc, robust_ci_low=r.robust.expected.ci_low,
-            robust_ci_high=r.robust.expected.ci_high, attack_seconds=r.cost.attack_seconds, device=r.cost.device,
-            finished_at=r.finished_at or r.created_at, body=r._text or r.model_dump_json(),
-        ))
+    columns = [field.name for field in dataclasses.fields(RecordSummary)]
     with Session(engine) as session, session.begin():
-        if rows:
-            session.execute(insert(RecordRow), rows)  # one executemany, not 10k ORM objects
+        if records:  # one executemany, not 10k ORM objects
+            session.execute(insert(RecordRow), [{c: getattr(r, c) for c in columns} for r in records])
     engine.dispose()
+
+
+def summaries(records: list[tuple[Path, Record]]) -> list[RecordSummary]:
+    """The records flattened, sorted by path (the order of the database's rows)."""
+    return sorted((RecordSummary.of(path, r) for path, r in records), key=lambda row: row.path)
 
 
 def paper_url(paper: str) -> str | None:
@@ -130,7 +171,7 @@ def slugify(text: str) -> str:
 _parsed: dict[str, Record] = {}
 
 
-def parsed(row: RecordRow) -> Record:
+def parsed(row: RecordSummary) -> Record:
     """The validated record of ``row`` (parsed once, during validation)."""
     if row.path not in _parsed:
         _parsed[row.path] = Record.model_validate_json(row.body)
@@ -154,12 +195,12 @@ def _track_csv(track: Track) -> str:
     return buffer.getvalue()
 
 
-def _entry_plots(records: list[RecordRow]) -> list[str]:
+def _entry_plots(records: list[RecordSummary]) -> list[str]:
     """SVGs for an entry page, per dataset x threat model x protocol (so no two series share a
     label): clean vs robust per White-box attack, Rob(M) per attack, and pgd_eot robust accuracy per
     attacker-knowledge setting."""
     plots = []
-    groups: dict[tuple[str, str, str], list[RecordRow]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[RecordSummary]] = defaultdict(list)
     for r in records:
         groups[(r.dataset, r.threat, parsed(r).protocol or "paper")].append(r)
     for (dataset, threat, protocol), group in sorted(groups.items()):
@@ -181,7 +222,7 @@ def _entry_plots(records: list[RecordRow]) -> list[str]:
     return plots
 
 
-def _unique_label(row: RecordRow, rows: list[RecordRow]) -> str:
+def _unique_label(row: RecordSummary, rows: list[RecordSummary]) -> str:
     """The attack label, with the run's seed and size when another row shares the label."""
     same = [r for r in rows if r.attack_label == row.attack_label and r.setting == row.setting]
     if len(same) == 1:
@@ -190,7 +231,7 @@ def _unique_label(row: RecordRow, rows: list[RecordRow]) -> str:
     return f"{row.attack_label}, seed {record.seed}, n={record.dataset.n_samples}, run {record.run_id[:6]}"
 
 
-def _resubmission_chart(records: list[RecordRow], where: str) -> str:
+def _resubmission_chart(records: list[RecordSummary], where: str) -> str:
     """Rob(M) (accuracy under M independent resubmissions, 95% Wilson interval) per White-box
     attack: the record's stored curve, or derived from its per-sample outcomes for older records."""
     series = []
@@ -212,16 +253,16 @@ def _derived_rob_m(record: Any) -> list[dict[str, float]]:
     return derive(record.outcomes())["rob_m"]
 
 
-def _sweep_index(rows: list[RecordRow]) -> dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]:
+def _sweep_index(rows: list[RecordSummary]) -> dict[tuple[str, str, str], list[tuple[RecordSummary, Any]]]:
     """White-box pgd_eot records grouped by (defense, dataset, threat), with their EoT count."""
-    index: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]] = defaultdict(list)
+    index: dict[tuple[str, str, str], list[tuple[RecordSummary, Any]]] = defaultdict(list)
     for r in rows:
         if r.attack == "pgd_eot" and r.setting == "white":
             index[(r.defense, r.dataset, r.threat)].append((r, parsed(r).attack.config.get("eot")))
     return index
 
 
-def _study_curves(entry_records: list[RecordRow], sweeps: dict[tuple[str, str, str], list[tuple[RecordRow, Any]]]) -> list[str]:
+def _study_curves(entry_records: list[RecordSummary], sweeps: dict[tuple[str, str, str], list[tuple[RecordSummary, Any]]]) -> list[str]:
     """NFE and EoT curves for a defense when records of such sweeps exist (same dataset/threat)."""
     plots: list[str] = []
     if not entry_records:
@@ -285,15 +326,20 @@ def _worst_case_chart(e: RankedEntry, track: Track) -> str:
                       y_range=(0, 1))
 
 
-def _render_entries(env: Any, rows: list[RecordRow], tracks: list[Track], folder: Path, built_at: str) -> int:
-    """One page per entry (card, standing per track, runs, plots) into ``folder``."""
-    by_entry: dict[str, list[RecordRow]] = defaultdict(list)
+def _render_entries(env: Any, rows: list[RecordSummary], tracks: list[Track], folder: Path, built_at: str,
+                    part: int = 0, parts: int = 1) -> int:
+    """One page per entry (card, standing per track, runs, plots) into ``folder``; with ``parts``
+    > 1 only every ``parts``-th entry from ``part`` (sorted by name), for splitting the pages
+    between processes. Returns the pages written."""
+    by_entry: dict[str, list[RecordSummary]] = defaultdict(list)
     for row in rows:
         by_entry[row.entry].append(row)
     entry_template = env.get_template("entry.html")
     sweeps = _sweep_index(rows)
     standing = _standing(tracks)
-    for entry, entry_rows in by_entry.items():
+    mine = sorted(by_entry)[part::parts]
+    for entry in mine:
+        entry_rows = by_entry[entry]
         entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting, r.path))
         places = standing.get(entry, [])
         plots = [_worst_case_chart(p["ranked"], p["track"]) for p in places if "ranked" in p and p["ranked"].rob_m]
@@ -302,10 +348,10 @@ def _render_entries(env: Any, rows: list[RecordRow], tracks: list[Track], folder
         (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
             entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root="..",
             places=places, slug=slugify, budgets=_track_budgets(entry_rows, tracks)), encoding="utf-8")
-    return len(by_entry)
+    return len(mine)
 
 
-def _track_budgets(entry_rows: list[RecordRow], tracks: list[Track]) -> list[dict[str, Any]]:
+def _track_budgets(entry_rows: list[RecordSummary], tracks: list[Track]) -> list[dict[str, Any]]:
     """Per track the entry has records on: the protocol's budgets for its defense and the NFE its
     records ran at (the card's own NFE is the plug-in's paper default)."""
     out = []
@@ -322,11 +368,11 @@ def _track_budgets(entry_rows: list[RecordRow], tracks: list[Track]) -> list[dic
     return out
 
 
-def _budget_curves(entry_records: list[RecordRow]) -> list[str]:
+def _budget_curves(entry_records: list[RecordSummary]) -> list[str]:
     """Robust accuracy against attack cost (gradient draws per image) when an entry has White-box
     records of one attack at several budgets (``bench study budget``)."""
     plots = []
-    groups: dict[tuple[str, str, str], list[tuple[float, RecordRow]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[tuple[float, RecordSummary]]] = defaultdict(list)
     for r in entry_records:
         cost = parsed(r).cost.gradient_draws_per_sample
         if r.setting == "white" and cost:
@@ -351,8 +397,6 @@ def _built_at(records: list[Record]) -> str:
 
 def load_tracks(records_dir: Path) -> list[Track]:
     """The tracks of the records under ``records_dir``, ranked (no site is written)."""
-    import tempfile
-
     pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
     if errors:
         raise BenchError(f"{len(errors)} invalid record(s):\n" + "\n".join(errors))
@@ -360,14 +404,7 @@ def load_tracks(records_dir: Path) -> list[Track]:
     records = [record for _, record in pairs]
     _parsed.clear()
     _parsed.update({str(path): record for path, record in zip(paths, records)})
-    with tempfile.TemporaryDirectory() as tmp:
-        database = Path(tmp) / "records.sqlite"
-        ingest(list(zip(paths, records)), database)
-        engine = create_engine(f"sqlite:///{database}")
-        with Session(engine) as session:
-            rows = list(session.scalars(select(RecordRow).order_by(RecordRow.path)))
-            session.expunge_all()
-        engine.dispose()
+    rows = summaries(list(zip(paths, records)))
     return build_tracks(rows, parsed, DATASET_TITLES)
 
 
@@ -450,7 +487,8 @@ def _output_folders(out: Path, records_dir: Path) -> tuple[Path, Path]:
     return out, staging
 
 
-def build_site(records_dir: Path, out: Path, verification: list[Path] | None = None) -> dict[str, Any]:
+def build_site(records_dir: Path, out: Path, verification: list[Path] | None = None,
+               processes: int = 2) -> dict[str, Any]:
     """Validate and ingest every record under ``records_dir`` and render the site into ``out``
     (:func:`_build_site`), with Python's cyclic garbage collector paused: a build holds tens of
     thousands of parsed records, and each collection re-traverses them all (a fifth of a 10k build)."""
@@ -459,104 +497,77 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _build_site(records_dir, out, verification)
+        return _build_site(records_dir, out, verification, processes)
     finally:
         if paused:
             gc.enable()
 
 
-def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = None) -> dict[str, Any]:
+def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = None,
+                processes: int = 2) -> dict[str, Any]:
     """Validate and ingest every record under ``records_dir`` (the literature track's records
     under ``records_dir / literature`` by their own schema) and render the site into ``out``.
     ``verification``: ``bench verify --report`` files whose re-runs earn the ranked rows a
     "re-run by CI" badge. Raises :class:`BenchError` listing every invalid record (nothing is
-    rendered then)."""
-    import hashlib
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    published then).
 
-    from bench.publish.literature import LITERATURE_DIR, literature_tables, validate_literature
+    Two processes share the work (:mod:`bench.publish.forked`): a child runs every record check
+    (:func:`bench.publish.records.check_record_texts`) on the texts this process read, while this
+    one parses the same texts by the schema alone and ranks; the site goes live only after the
+    check reports no invalid record (otherwise the staging folder is deleted and the errors
+    raised). The pages are then rendered by both processes, half the entry pages each.
+    ``processes=1`` does the same work in this process alone (the same files)."""
+    from bench.publish.forked import start as start_forked
+    from bench.publish.literature import LITERATURE_DIR, validate_literature
+    from bench.publish.records import check_record_texts, parse_unchecked, read_record_texts, record_files
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
     mark = _phase_timer(phases)
-    pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
-    literature, literature_errors = validate_literature(records_dir / LITERATURE_DIR)
-    errors += literature_errors
-    if errors:
-        raise BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
-    paths = [file.relative_to(records_dir) for file, _ in pairs]
-    records = [record for _, record in pairs]
-    mark("validation")
-    out, staging = _output_folders(out, records_dir)
-    (staging / "entries").mkdir(parents=True)
-    (staging / "tables").mkdir()
-    database = staging / "leaderboard.sqlite"
-    _parsed.clear()
-    _parsed.update({str(path): record for path, record in zip(paths, records)})
-    ingest(list(zip(paths, records)), database)
-    engine = create_engine(f"sqlite:///{database}")
-    with Session(engine) as session:
-        rows = list(session.scalars(select(RecordRow).order_by(RecordRow.path)))
-        session.expunge_all()
-    engine.dispose()
-    mark("ingest")
-    tracks = build_tracks(rows, parsed, DATASET_TITLES)
-    mark("ranking")
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
-    env.filters["paper_url"] = paper_url
-    env.filters["tex_name"] = tex_name
-    env.filters["or_not_stated"] = lambda v: "not stated" if v in (None, "", "?", "unknown") else v
-    built_at = _built_at(records)
-    verified = load_verifications(list(verification or []))
-    digests = {str(path): hashlib.sha256((record._text or "").encode("utf-8")).hexdigest()
-               for path, record in zip(paths, records)} if verified else {}
-    env.globals["verification"] = lambda entry: _badge(entry, verified, digests)
-    env.globals["slug"] = slugify
-    for track in tracks:
-        (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
-    lit_tables = literature_tables(literature)
-    from bench.publish.effects import literature_effects, protocol_effects
-    from bench.publish.overestimates import overestimates
-    from bench.publish.sanity import load_reports
-
-    effects = protocol_effects(rows, parsed)
-    mark("protocol effects")
-    flagged = {track.table_id: overestimates(track, parsed) for track in tracks}
-    mark("overestimates")
-    env.globals["overestimates"] = lambda track, entry: flagged[track.table_id].get(entry, [])
-    env.globals["toy_effects"] = lambda record, row: literature_effects(
-        effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
-
-    sanity = load_reports(records_dir)
-    env.globals["sanity_for"] = lambda entry, attack=None: [
-        r for r in sanity if r.defense == entry and (attack is None or r.attack.split("[")[0] == attack)]
-    figures = {t.table_id: _front_figure(t) for t in tracks if t.ranked}
-    (staging / "index.html").write_text(env.get_template("index.html").render(
-        tracks=tracks, literature=lit_tables, built_at=built_at, n_records=len(rows), root=".",
-        rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED, figures=figures), encoding="utf-8")
-    from bench.publish.paper import paper_reruns, table_reruns
-
-    reruns = paper_reruns(records_dir)
-    tables = table_reruns([(Path(r.path), parsed(r)) for r in rows if r.dataset == "toy"])
-    for page in ("metrics", "submit", "effects", "paper"):
-        (staging / f"{page}.html").write_text(env.get_template(f"{page}.html").render(
-            built_at=built_at, root=".", tracks=tracks, rank_resamples=RANK_RESAMPLES, rank_seed=RANK_SEED,
-            effects=effects, reruns=reruns, tables=tables), encoding="utf-8")
-    mark("front, paper and effects pages")
-    entries = _render_entries(env, rows, tracks, staging / "entries", built_at)
-    mark("entry pages")
-    shutil.copytree(STATIC, staging / "assets")
-    for path in paths:  # the downloadable records, exactly the validated files
-        target = staging / "records" / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(records_dir / path, target)  # same filesystem: no copy needed (records are immutable inputs)
-        except OSError:
-            shutil.copyfile(records_dir / path, target)
-    (staging / "records").mkdir(exist_ok=True)
-    (staging / "records" / "index.json").write_text(json.dumps([str(p) for p in paths], indent=1), encoding="utf-8")
+    texts, errors = read_record_texts(record_files([records_dir])) if records_dir.exists() else ([], [])
+    alone = processes < 2
+    check = start_forked("record check", _check_and_compare, texts, records_dir, inline=alone)
+    checked: list[str] | None = None
+    staging: Path | None = None
+    try:
+        literature, literature_errors = validate_literature(records_dir / LITERATURE_DIR)
+        errors += literature_errors
+        if errors:
+            checked = check.result().errors
+            raise BenchError(f"{len(errors + checked)} invalid record(s); the site was not built:\n"
+                             + "\n".join(errors + checked))
+        pairs = parse_unchecked(texts)
+        mark("parsing (checks in a second process)")
+        out, staging = _output_folders(out, records_dir)
+        site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
+        report = check.result()
+        checked = report.errors
+        mark("waiting for the record check and its comparisons")
+        site.add_comparisons(report)
+    except BaseException:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging)
+        if checked is None:  # this process failed first: an invalid record is the likelier cause
+            try:
+                checked = check.result().errors
+            except BaseException:
+                checked = []
+            if checked:
+                raise BenchError(f"{len(checked)} invalid record(s); the site was not built:\n"
+                                 + "\n".join(checked)) from None
+        raise
+    if checked:
+        shutil.rmtree(staging)
+        raise BenchError(f"{len(checked)} invalid record(s); the site was not built:\n" + "\n".join(checked))
+    try:
+        pages = start_forked("page rendering", site.render_pages, 0, 2, inline=alone)
+        entries = site.render_pages(1, 2)
+        site.write_downloads()
+        entries += pages.result()
+        mark("pages, both processes")
+    except BaseException:
+        shutil.rmtree(staging)
+        raise
     if out.exists():
         previous = out.with_name(out.name + ".previous")
         out.replace(previous)
@@ -564,9 +575,131 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         shutil.rmtree(previous)
     else:
         staging.replace(out)
-    mark("downloads and publish")
-    return {"records": len(rows), "entries": entries, "tables": len(tracks), "literature": len(literature),
+    mark("publish")
+    return {"records": len(site.rows), "entries": entries, "tables": len(site.tracks), "literature": len(literature),
             "seconds": time.perf_counter() - started, "out": str(out), "phases": phases}
+
+
+@dataclass(frozen=True)
+class _CheckReport:
+    """What the checking process sends back: every invalid record's messages and, when there are
+    none, the protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols
+    against exact, paired), which need only the records."""
+
+    errors: list[str]
+    effects: list[Any]
+
+
+def _check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
+    """The second process's share of a build: every record check on ``texts``
+    (:func:`bench.publish.records.check_record_texts`), then, if all pass, the protocol effects from
+    the checked records, while the first process ranks (the two shares take about as long)."""
+    from bench.publish.effects import protocol_effects
+    from bench.publish.records import check_record_texts
+
+    records, errors = check_record_texts(texts)
+    if errors:
+        return _CheckReport(errors, [])
+    by_path = {str(file.relative_to(records_dir)): record for file, record in records}
+    rows = summaries([(Path(path), record) for path, record in by_path.items()])
+    return _CheckReport([], protocol_effects(rows, lambda row: by_path[row.path]))
+
+
+@dataclass
+class _SiteInputs:
+    """Everything the pages are rendered from, computed once before the pages are split between
+    two processes."""
+
+    records_dir: Path
+    paths: list[Path]
+    rows: list[RecordSummary]
+    tracks: list[Track]
+    env: Any
+    staging: Path
+    built_at: str
+    context: dict[str, Any]
+
+    @classmethod
+    def assemble(cls, records_dir: Path, pairs: list[tuple[Path, Record]], literature: list[Any], staging: Path,
+                 verification: list[Path] | None, mark: Any) -> _SiteInputs:
+        import hashlib
+
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+        from bench.publish.literature import literature_tables
+        from bench.publish.overestimates import overestimates
+        from bench.publish.paper import paper_reruns, table_reruns
+        from bench.publish.sanity import load_reports
+
+        paths = [file.relative_to(records_dir) for file, _ in pairs]
+        records = [record for _, record in pairs]
+        (staging / "entries").mkdir(parents=True)
+        (staging / "tables").mkdir()
+        _parsed.clear()
+        _parsed.update({str(path): record for path, record in zip(paths, records)})
+        rows = summaries(list(zip(paths, records)))  # leaderboard.sqlite is written with the pages
+        mark("ingest")
+        tracks = build_tracks(rows, parsed, DATASET_TITLES)
+        mark("ranking")
+        env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
+                          trim_blocks=True, lstrip_blocks=True)
+        env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
+        env.filters["paper_url"] = paper_url
+        env.filters["tex_name"] = tex_name
+        env.filters["or_not_stated"] = lambda v: "not stated" if v in (None, "", "?", "unknown") else v
+        verified = load_verifications(list(verification or []))
+        digests = {str(path): hashlib.sha256((record._text or "").encode("utf-8")).hexdigest()
+                   for path, record in zip(paths, records)} if verified else {}
+        env.globals["verification"] = lambda entry: _badge(entry, verified, digests)
+        env.globals["slug"] = slugify
+        for track in tracks:
+            (staging / "tables" / f"{track.table_id}.csv").write_text(_track_csv(track), encoding="utf-8")
+        flagged = {track.table_id: overestimates(track, parsed) for track in tracks}
+        mark("overestimates")
+        env.globals["overestimates"] = lambda track, entry: flagged[track.table_id].get(entry, [])
+        sanity = load_reports(records_dir)
+        env.globals["sanity_for"] = lambda entry, attack=None: [
+            r for r in sanity if r.defense == entry and (attack is None or r.attack.split("[")[0] == attack)]
+        context = {"tracks": tracks, "literature": literature_tables(literature), "n_records": len(rows),
+                   "figures": {t.table_id: _front_figure(t) for t in tracks if t.ranked},
+                   "reruns": paper_reruns(records_dir),
+                   "tables": table_reruns([(Path(r.path), parsed(r)) for r in rows if r.dataset == "toy"])}
+        mark("paper re-runs and figures")
+        return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
+
+    def add_comparisons(self, report: _CheckReport) -> None:
+        """The protocol effects computed by the checking process."""
+        from bench.publish.effects import literature_effects
+
+        self.context["effects"] = report.effects
+        self.env.globals["toy_effects"] = lambda record, row: literature_effects(
+            report.effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
+
+    def render_pages(self, part: int, parts: int) -> int:
+        """Part ``part`` of ``parts`` of the pages (the front, metrics, submit, effects and paper
+        pages go with part 0; entry pages are dealt round-robin); returns the entry pages written."""
+        common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
+        if part == 0:
+            for page in ("index", "metrics", "submit", "effects", "paper"):
+                (self.staging / f"{page}.html").write_text(
+                    self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
+        return _render_entries(self.env, self.rows, self.tracks, self.staging / "entries", self.built_at,
+                               part, parts)
+
+    def write_downloads(self) -> None:
+        """The stylesheet, the SQLite database and the downloadable records, exactly the validated files."""
+        ingest(self.rows, self.staging / "leaderboard.sqlite")
+        shutil.copytree(STATIC, self.staging / "assets")
+        for path in self.paths:
+            target = self.staging / "records" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.records_dir / path, target)  # same filesystem: no copy (records are immutable inputs)
+            except OSError:
+                shutil.copyfile(self.records_dir / path, target)
+        (self.staging / "records").mkdir(exist_ok=True)
+        (self.staging / "records" / "index.json").write_text(json.dumps([str(p) for p in self.paths], indent=1),
+                                                             encoding="utf-8")
 
 
 def _phase_timer(phases: dict[str, float]) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core.metrics import paired_difference
+from bench.core.metrics import paired_differences
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def overestimates(track: Any, parsed: Any) -> dict[str, list[Overestimate]]:
 
     ranked = {e.entry: e for e in track.ranked}
     chosen = {r.path for e in track.ranked for r in e.records.values()}
-    found: dict[str, list[Overestimate]] = {}
+    candidates = []
     for row in track.records:
         entry = ranked.get(row.entry)
         if entry is None or row.setting != "white" or row.path in chosen:
@@ -49,8 +49,10 @@ def overestimates(track: Any, parsed: Any) -> dict[str, list[Overestimate]]:
         record = parsed(row)
         if list(record.dataset.sample_indices) != list(track.indices):
             continue
-        per_image = [c / record.eval_draws for c in record.samples.adv_correct]
-        difference = paired_difference(per_image, entry.worst)
+        candidates.append((row, record, entry, [c / record.eval_draws for c in record.samples.adv_correct]))
+    found: dict[str, list[Overestimate]] = {}
+    differences = paired_differences([(per_image, entry.worst) for *_, entry, per_image in candidates])
+    for (row, record, entry, _), difference in zip(candidates, differences):
         if difference["ci_high"] < 0:
             label = attack_label(record.attack.name, record.attack.config, record.protocol)
             found.setdefault(row.entry, []).append(

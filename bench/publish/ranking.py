@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.core.metrics import percentiles
+
 RANK_RESAMPLES = 2_000
 RANK_SEED = 0
 
@@ -106,8 +108,8 @@ def rank_intervals(per_entry: Mapping[str, Sequence[float]], resamples: int = RA
     names, values = _values(per_entry)
     point = competition_ranks(values.mean(axis=1))
     boot = competition_ranks(resampled_means(values, resample_counts(values.shape[1], resamples, seed)).T)
-    low = np.floor(np.percentile(boot, 2.5, axis=0)).astype(int)
-    high = np.ceil(np.percentile(boot, 97.5, axis=0)).astype(int)
+    low_q, high_q = percentiles(boot, [2.5, 97.5], axis=0)  # np.percentile's numbers, faster
+    low, high = np.floor(low_q).astype(int), np.ceil(high_q).astype(int)
     return {n: (int(point[i]), int(min(low[i], point[i])), int(max(high[i], point[i]))) for i, n in enumerate(names)}
 
 
@@ -134,9 +136,10 @@ def paired_p_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     All pairs at once from the entries' covariance over images (var(d) = var_i + var_j − 2 cov_ij),
     written by hand because ``scipy.stats.ttest_rel`` takes one pair per call and a 10,000-record
-    board has ~10⁵ pairs; scipy supplies the t distribution. A pair whose per-image differences are
-    all equal has p = 1 when they are 0 and p = 0 otherwise."""
-    from scipy.stats import t as student_t
+    board has ~10⁵ pairs; scipy supplies the t distribution (``scipy.special.stdtr``, the CDF that
+    ``scipy.stats.t.sf`` evaluates, without importing ``scipy.stats``: a second of every site build).
+    A pair whose per-image differences are all equal has p = 1 when they are 0 and p = 0 otherwise."""
+    from scipy.special import stdtr
 
     entries, n = values.shape
     means = values.mean(axis=1)
@@ -148,7 +151,7 @@ def paired_p_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     degenerate = se <= 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
         t_stat = np.where(degenerate, 0.0, diff / np.where(degenerate, 1.0, se))
-    p = 2 * student_t.sf(np.abs(t_stat), df=max(n - 1, 1))
+    p = 2 * stdtr(max(n - 1, 1), -np.abs(t_stat))  # two-sided: 2 P(T > |t|)
     p = np.where(degenerate, np.where(np.abs(diff) > 1e-12, 0.0, 1.0), p)
     return p, diff
 

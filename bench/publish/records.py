@@ -183,10 +183,12 @@ class Record(BaseModel):
         """Shapes, then every summary against what the per-sample outcomes give (each field that
         disagrees is named): a record cannot state a number its own outcomes do not support.
         The second half is left to the caller when the validation context says ``defer_derivation``
-        (:func:`validate_paths`, which checks all its records at once with
+        (:func:`check_record_texts`, which checks all its records at once with
         :func:`bench.publish.consistency.inconsistent`)."""
         from bench.publish.derive import agrees, derive, disagreements_with
 
+        if info.context and info.context.get("unchecked"):
+            return self  # parse_unchecked: the caller checks the same text elsewhere before publishing
         n, k = self.dataset.n_samples, self.eval_draws
         if len(self.dataset.sample_indices) != n:
             raise ValueError(f"dataset.sample_indices has {len(self.dataset.sample_indices)} entries, n_samples is {n}")
@@ -280,7 +282,7 @@ def validate_record(data: Any, path: Path | str = "<record>", known_defenses: se
                     known_attacks: set[str] | None = None, defer_derivation: bool = False) -> Record:
     """Parse and check one record (a dict, or the JSON text of one); raises
     :class:`RecordError` listing every problem. ``defer_derivation``: skip the comparison of its
-    summaries with its outcomes, which the caller then does (:func:`validate_paths`)."""
+    summaries with its outcomes, which the caller then does (:func:`check_record_texts`)."""
     context = {"defer_derivation": defer_derivation}
     try:
         record = (Record.model_validate_json(data, context=context) if isinstance(data, (str, bytes))
@@ -326,7 +328,11 @@ def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None,
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise RecordError(f"{path}: cannot read: {err}") from None
-    defenses_known, attacks_known = known if known is not None else registry_names()
+    return _record_from_text(text, path, known if known is not None else registry_names(), defer_derivation)
+
+
+def _record_from_text(text: str, path: Path, known: tuple[set[str], set[str]], defer_derivation: bool) -> Record:
+    defenses_known, attacks_known = known
     try:
         record = validate_record(text, path, defenses_known, attacks_known, defer_derivation)
     except RecordError as err:
@@ -341,22 +347,40 @@ def load_record_file(path: Path, known: tuple[set[str], set[str]] | None = None,
     return record
 
 
-def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
-    """Validate every ``*.json`` under ``paths``; returns ((file, record) pairs, error messages).
+def record_files(paths: list[Path]) -> list[Path]:
+    """Every ``*.json`` record file under ``paths`` (files are taken as given), sorted per folder.
     Files in a ``literature`` folder are the literature track's, with their own schema
     (:func:`bench.publish.literature.validate_literature`), files in a ``sanity`` folder are
     attack sanity reports (:mod:`bench.publish.sanity`) and files in a ``studies`` folder study
-    exports (:mod:`bench.publish.paper`); they are skipped here."""
-    known = registry_names()
+    exports (:mod:`bench.publish.paper`); they are skipped."""
     files: list[Path] = []
     for path in paths:
         found = sorted(path.rglob("*.json")) if path.is_dir() else [path]
         files.extend(f for f in found if not path.is_dir()
                      or not {"literature", "sanity", "studies"} & set(f.relative_to(path).parts[:-1]))
-    records, errors = [], []
+    return files
+
+
+def read_record_texts(files: list[Path]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """((file, text) pairs, error messages for the files that cannot be read as UTF-8)."""
+    texts, errors = [], []
     for file in files:
         try:
-            records.append((file, load_record_file(file, known, defer_derivation=True)))
+            texts.append((file, file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as err:
+            errors.append(f"{file}: cannot read: {err}")
+    return texts, errors
+
+
+def check_record_texts(texts: list[tuple[Path, str]]) -> tuple[list[tuple[Path, Record]], list[str]]:
+    """Every check of :func:`validate_record` on each text, then the summaries of all of them
+    against their outcomes at once (:func:`bench.publish.consistency.inconsistent`); returns
+    ((file, record) pairs of the valid ones, error messages)."""
+    known = registry_names()
+    records, errors = [], []
+    for file, text in texts:
+        try:
+            records.append((file, _record_from_text(text, file, known, defer_derivation=True)))
         except RecordError as err:
             errors.append(str(err))
     from bench.publish.consistency import inconsistent
@@ -366,6 +390,35 @@ def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[s
     for i in sorted(wrong):
         errors.append("\n".join(f"{records[i][0]}: <record>: {problem}" for problem in wrong[i]))
     return [pair for i, pair in enumerate(records) if i not in wrong], errors
+
+
+def parse_unchecked(texts: list[tuple[Path, str]]) -> list[tuple[Path, Record]]:
+    """The records as parsed by the schema's field types only, *without* the checks of
+    :func:`check_record_texts` (shapes, summaries against outcomes, entry names, labels): for a
+    caller that runs those checks on the same texts elsewhere and publishes nothing unless they
+    pass (the site build checks in a second process meanwhile,
+    :func:`bench.publish.leaderboard.build_site`). Raises :class:`RecordError` on a text the
+    schema rejects."""
+    from bench.zoo.labels import test_labels
+
+    out = []
+    for file, text in texts:
+        try:
+            record = Record.model_validate_json(text, context={"unchecked": True})
+        except ValidationError as err:
+            raise RecordError(f"{file}: {err.errors()[0]['msg']}") from None
+        record._text = text
+        record._labels_checked = test_labels(record.dataset.name) is not None  # as label_problems decides
+        out.append((file, record))
+    return out
+
+
+def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
+    """Validate every record file under ``paths`` (:func:`record_files`); returns ((file, record)
+    pairs, error messages)."""
+    texts, errors = read_record_texts(record_files(paths))
+    records, problems = check_record_texts(texts)
+    return records, errors + problems
 
 
 # -- export -------------------------------------------------------------------------------------
