@@ -519,7 +519,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     ``processes=1`` does the same work in this process alone (the same files)."""
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
-    from bench.publish.records import check_record_texts, parse_unchecked, read_record_texts, record_files
+    from bench.publish.records import parse_unchecked, read_record_texts, record_files
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
@@ -534,8 +534,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         errors += literature_errors
         if errors:
             checked = check.result().errors
-            raise BenchError(f"{len(errors + checked)} invalid record(s); the site was not built:\n"
-                             + "\n".join(errors + checked))
+            raise _invalid(errors + checked)
         pairs = parse_unchecked(texts)
         mark("parsing (checks in a second process)")
         out, staging = _output_folders(out, records_dir)
@@ -544,28 +543,30 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         checked = report.errors
         mark("waiting for the record check and its comparisons")
         site.add_comparisons(report)
-    except BaseException:
+    except BaseException as failure:
         if staging is not None and staging.exists():
             shutil.rmtree(staging)
-        if checked is None:  # this process failed first: an invalid record is the likelier cause
+        if checked is None and not isinstance(failure, Exception):  # e.g. Ctrl-C: stop the child too
+            check.cancel()
+        elif checked is None:  # this process failed first: an invalid record is the likelier cause
             try:
                 checked = check.result().errors
-            except BaseException:
+            except Exception:
                 checked = []
             if checked:
-                raise BenchError(f"{len(checked)} invalid record(s); the site was not built:\n"
-                                 + "\n".join(checked)) from None
+                raise _invalid(checked) from None
         raise
     if checked:
         shutil.rmtree(staging)
-        raise BenchError(f"{len(checked)} invalid record(s); the site was not built:\n" + "\n".join(checked))
+        raise _invalid(checked)
+    pages = start_forked("page rendering", site.render_pages, 0, 2, inline=alone)
     try:
-        pages = start_forked("page rendering", site.render_pages, 0, 2, inline=alone)
         entries = site.render_pages(1, 2)
         site.write_downloads()
         entries += pages.result()
         mark("pages, both processes")
     except BaseException:
+        pages.cancel()
         shutil.rmtree(staging)
         raise
     if out.exists():
@@ -578,6 +579,10 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     mark("publish")
     return {"records": len(site.rows), "entries": entries, "tables": len(site.tracks), "literature": len(literature),
             "seconds": time.perf_counter() - started, "out": str(out), "phases": phases}
+
+
+def _invalid(errors: list[str]) -> BenchError:
+    return BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
 
 
 @dataclass(frozen=True)
