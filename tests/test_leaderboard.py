@@ -249,6 +249,17 @@ def _raise_bench_error(message: str) -> None:
     raise BenchError(message)
 
 
+def test_a_child_that_dies_without_reporting_is_an_error_not_a_result() -> None:
+    import os
+
+    from bench.publish.forked import can_fork, start
+
+    if not can_fork():
+        pytest.skip("needs fork and two CPUs")
+    with pytest.raises(BenchError, match="exited with code 3 before reporting"):
+        start("dies", os._exit, 3).result()
+
+
 def test_paper_links() -> None:
     assert paper_url("Nie et al., ICML 2022, arXiv:2205.07460") == "https://arxiv.org/abs/2205.07460"
     assert paper_url("-") is None
