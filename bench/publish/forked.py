@@ -4,7 +4,7 @@ A site build holds tens of thousands of parsed records. A forked child inherits 
 where a process pool pickles every argument to its workers (a 10,000-record build's records pickle
 to about 200 MB, two seconds each way), so this uses ``multiprocessing``'s ``fork`` context with a
 ``Process`` (target and arguments are not pickled under fork) and a ``Pipe`` for the child's small
-result (error messages, a count). Where fork is unavailable (Windows) or there is one CPU, the
+result (error messages, a count). Where fork is not used (not Linux) or there is one CPU, the
 function runs inline at :func:`start` and :meth:`Forked.result` returns what it returned: the same
 result, only not in parallel.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
@@ -33,7 +34,9 @@ def usable_cpus() -> int:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods() and usable_cpus() > 1
+    """Linux with two or more CPUs (macOS can fork, but system frameworks loaded before a fork may
+    crash the child, which is why Python stopped forking there by default)."""
+    return sys.platform.startswith("linux") and usable_cpus() > 1
 
 
 @dataclass
