@@ -316,3 +316,28 @@ def test_protocol_differences_name_each_field(exported, change, reason) -> None:
     differences = protocol_differences(Record.model_validate(data), load_protocol("toy"))
     assert reason in differences
     assert "6 images from index 0, not indices 0–255" in differences and "attack steps=2, not 20" in differences
+
+
+def test_scatter_labels_never_overlap_and_the_left_off_ones_are_counted() -> None:
+    import re
+
+    from bench.publish.svg import Point, scatter_chart
+
+    crowded = [Point(f"entry-{i}[classifier=synthetic-{i}]", 0.8 + 0.001 * i, 0.2 + 0.002 * (i % 3), (0.7, 0.9),
+                     (0.1, 0.3)) for i in range(8)]
+    svg = scatter_chart(crowded, title="t", x_label="clean", y_label="robust")
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="(start|end)" fill="#333">([^<]+)</text>', svg)
+    assert 0 < len(labels) < len(crowded)
+    from bench.publish.svg import text_width
+
+    boxes = []
+    for x, y, anchor, text in labels:
+        x0 = float(x) if anchor == "start" else float(x) - text_width(text)
+        boxes.append((x0, float(y) - 10, x0 + text_width(text), float(y) + 2))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    assert f"{len(crowded) - len(labels)} label(s) left off" in svg
+    assert svg.count("<circle") == len(crowded)  # every point drawn, each with its name on hover
+    spread = [Point(f"e{i}", 0.1 * i, 0.1 * i, (0.1 * i, 0.1 * i), (0.1 * i, 0.1 * i)) for i in range(1, 5)]
+    assert "left off" not in scatter_chart(spread, title="t", x_label="x", y_label="y")

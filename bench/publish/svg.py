@@ -207,7 +207,9 @@ def scatter_chart(points: Sequence[Point], *, title: str, x_label: str, y_label:
     out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
     out.append(f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
-    for i, p in enumerate(points):
+    placed: list[tuple[float, float, float, float]] = []
+    omitted = 0
+    for p in points:
         color = PALETTE[0] if not p.highlight else PALETTE[1]
         out.append(f'<line x1="{px(p.x_interval[0]):.1f}" x2="{px(p.x_interval[1]):.1f}" y1="{py(p.y):.1f}" '
                    f'y2="{py(p.y):.1f}" stroke="{color}" stroke-opacity="0.5"/>')
@@ -215,12 +217,35 @@ def scatter_chart(points: Sequence[Point], *, title: str, x_label: str, y_label:
                    f'y2="{py(p.y_interval[1]):.1f}" stroke="{color}" stroke-opacity="0.5"/>')
         out.append(f'<circle cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="4" fill="{color}"><title>{escape(p.label)}: clean '
                    f'{p.x:.3f}, robust {p.y:.3f}</title></circle>')
-        anchor_left = px(p.x) + 6 + text_width(p.label) > left + plot_w
-        x_text = px(p.x) - 6 if anchor_left else px(p.x) + 6
-        out.append(f'<text x="{x_text:.1f}" y="{py(p.y) - 5 - (i % 2) * 9:.1f}" '
-                   f'text-anchor="{"end" if anchor_left else "start"}" fill="#333">{escape(p.label)}</text>')
+        spot = _free_label_spot(px(p.x), py(p.y), text_width(p.label), placed, (left, top, left + plot_w, top + plot_h))
+        if spot is None:
+            omitted += 1
+            continue
+        x_text, y_text, anchor = spot
+        out.append(f'<text x="{x_text:.1f}" y="{y_text:.1f}" text-anchor="{anchor}" fill="#333">{escape(p.label)}</text>')
+    if omitted:  # one more line below the axis label, inside a taller viewBox
+        note = f"{omitted} label(s) left off where they would overlap; hover a point for its entry"
+        out[0] = out[0].replace(f'height="{height}" viewBox="0 0 {width} {height}"',
+                                f'height="{height + 16}" viewBox="0 0 {width} {height + 16}"')
+        out.append(f'<text x="{left}" y="{height + 8}" fill="#555">{escape(note)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _free_label_spot(x: float, y: float, text_w: float, placed: list[tuple[float, float, float, float]],
+                     plot: tuple[float, float, float, float]) -> tuple[float, float, str] | None:
+    """Where a point's label fits: right of the point, else left, at a few heights, without
+    overlapping an earlier label or leaving the plot; None when nowhere (greedy, in point order).
+    Appends the chosen box (x0, y0, x1, y1) to ``placed``."""
+    for dy in (-5.0, 13.0, -16.0, 24.0):
+        for anchor in ("start", "end"):
+            x0 = x + 6 if anchor == "start" else x - 6 - text_w
+            box = (x0, y + dy - 10, x0 + text_w, y + dy + 2)
+            inside = plot[0] <= box[0] and box[2] <= plot[2] and plot[1] <= box[1] and box[3] <= plot[3]
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                placed.append(box)
+                return (x + 6 if anchor == "start" else x - 6), y + dy, anchor
+    return None
 
 
 def heatmap(values: Sequence[Sequence[float]], xs: Sequence[float], ys: Sequence[float], *, title: str,
