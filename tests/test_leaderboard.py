@@ -249,6 +249,25 @@ def _raise_bench_error(message: str) -> None:
     raise BenchError(message)
 
 
+def test_a_shared_work_counter_hands_every_position_out_exactly_once_across_processes() -> None:
+    """The entry pages are split by a counter both processes draw from: together they get every
+    position once, none twice, and both get some (each position takes 10 ms here)."""
+    import time
+
+    from bench.publish.forked import WorkCounter, can_fork, start
+
+    counter = WorkCounter(103, chunk=4)
+    child = start("draw", lambda: [p for p in counter if time.sleep(0.01) is None])
+    mine = [p for p in counter if time.sleep(0.01) is None]
+    theirs = child.result()
+    assert sorted(mine + theirs) == list(range(103))
+    if can_fork():
+        assert mine and theirs
+    assert list(WorkCounter(0)) == [] and list(counter) == []
+    with pytest.raises(ValueError, match="chunk"):
+        WorkCounter(3, chunk=0)
+
+
 def test_a_child_that_dies_without_reporting_is_an_error_not_a_result() -> None:
     import os
 

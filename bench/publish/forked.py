@@ -78,6 +78,32 @@ class Forked(Generic[T]):
             self.connection.close()
 
 
+class WorkCounter:
+    """Hands out positions ``0 .. total - 1`` in chunks to whichever process asks next: create it
+    before :func:`start` and both the caller and the forked child draw from the same counter (shared
+    memory), so work split this way balances itself, whatever each item costs. Each position is
+    handed out exactly once."""
+
+    def __init__(self, total: int, chunk: int = 8) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.total = total
+        self.chunk = chunk
+        self._next = multiprocessing.Value("q", 0)  # a lock-protected int64 in shared memory
+
+    def take(self) -> range:
+        """The next chunk of positions (empty once all are handed out)."""
+        with self._next.get_lock():
+            first = self._next.value
+            self._next.value = min(first + self.chunk, self.total)
+        return range(first, min(first + self.chunk, self.total))
+
+    def __iter__(self) -> Any:
+        """Every position this process is handed, chunk by chunk, until none are left."""
+        while chunk := self.take():
+            yield from chunk
+
+
 def start(what: str, function: Callable[..., T], *args: Any, inline: bool = False) -> Forked[T]:
     """Start ``function(*args)`` in a forked child (inline when asked, or see the module
     docstring); ``what`` names it in errors."""

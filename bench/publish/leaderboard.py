@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sqlalchemy import (
     Boolean,
@@ -43,6 +43,9 @@ from bench.publish.records import Record, attack_label, threat_label, validate_p
 from bench.publish.svg import Series, bar_chart, line_chart
 from bench.publish.tracks import RankedEntry, Track, build_tracks
 
+if TYPE_CHECKING:
+    from bench.publish.forked import WorkCounter
+
 log = logging.getLogger(__name__)
 TEMPLATES = PROJECT_ROOT / "leaderboard" / "templates"
 STATIC = PROJECT_ROOT / "leaderboard" / "static"
@@ -51,37 +54,6 @@ DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet"
 
 class _Base(DeclarativeBase):
     pass
-
-
-class RecordRow(_Base):
-    """One record, flattened for querying (the full JSON is kept in ``body``)."""
-
-    __tablename__ = "records"
-    path: Mapped[str] = mapped_column(String(500), primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(64))
-    entry: Mapped[str] = mapped_column(String(200), index=True)
-    defense: Mapped[str] = mapped_column(String(64))
-    attack: Mapped[str] = mapped_column(String(64))
-    attack_label: Mapped[str] = mapped_column(String(200))
-    unreliable: Mapped[bool] = mapped_column(Boolean)
-    setting: Mapped[str] = mapped_column(String(32))
-    classifier: Mapped[str] = mapped_column(String(500))
-    dataset: Mapped[str] = mapped_column(String(32))
-    norm: Mapped[str] = mapped_column(String(8))
-    eps: Mapped[float] = mapped_column(Float)
-    threat: Mapped[str] = mapped_column(String(32))
-    nfe: Mapped[int] = mapped_column(Integer)
-    n_samples: Mapped[int] = mapped_column(Integer)
-    clean_acc: Mapped[float] = mapped_column(Float)
-    clean_ci_low: Mapped[float] = mapped_column(Float)
-    clean_ci_high: Mapped[float] = mapped_column(Float)
-    robust_acc: Mapped[float] = mapped_column(Float)
-    robust_ci_low: Mapped[float] = mapped_column(Float)
-    robust_ci_high: Mapped[float] = mapped_column(Float)
-    attack_seconds: Mapped[float] = mapped_column(Float)
-    device: Mapped[str] = mapped_column(String(128))
-    finished_at: Mapped[str] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +102,31 @@ class RecordSummary:
         )
 
 
+# The database's columns are RecordSummary's fields (one list, not two): the SQL type of each follows
+# from the field's annotation; ``path`` is the key and ``entry`` is indexed for queries by entry.
+_SQL_TYPES: dict[str, Any] = {"str": String, "bool": Boolean, "float": Float, "int": Integer}
+
+
+def _records_table() -> Any:
+    import dataclasses
+
+    from sqlalchemy import Column, Table
+
+    columns = [
+        Column(field.name, Text if field.name == "body" else _SQL_TYPES[str(field.type)],
+               primary_key=field.name == "path", index=field.name == "entry")
+        for field in dataclasses.fields(RecordSummary)
+    ]
+    return Table("records", _Base.metadata, *columns)
+
+
+class RecordRow(_Base):
+    """One record, flattened for querying (the full JSON is kept in ``body``); its columns are the
+    fields of :class:`RecordSummary`."""
+
+    __table__ = _records_table()
+
+
 def ingest(records: list[RecordSummary], database: Path) -> None:
     """(Re)create ``database`` holding exactly ``records`` (:func:`summaries`)."""
     import dataclasses
@@ -138,7 +135,7 @@ def ingest(records: list[RecordSummary], database: Path) -> None:
         database.unlink()
     engine = create_engine(f"sqlite:///{database}")
     _Base.metadata.create_all(engine)
-    columns = [field.name for field in dataclasses.fields(RecordSummary)]
+    columns = [field.name for field in dataclasses.fields(RecordSummary)]  # = RecordRow's columns
     with Session(engine) as session, session.begin():
         if records:  # one executemany, not 10k ORM objects
             session.execute(insert(RecordRow), [{c: getattr(r, c) for c in columns} for r in records])
@@ -169,6 +166,14 @@ def slugify(text: str) -> str:
 
 
 _parsed: dict[str, Record] = {}
+
+
+def _register_parsed(paths: list[Path], records: list[Record]) -> list[RecordSummary]:
+    """Make ``records`` (at ``paths``, relative to the records folder) the ones :func:`parsed` returns,
+    and return their rows (:func:`summaries`)."""
+    _parsed.clear()
+    _parsed.update({str(path): record for path, record in zip(paths, records)})
+    return summaries(list(zip(paths, records)))
 
 
 def parsed(row: RecordSummary) -> Record:
@@ -327,18 +332,21 @@ def _worst_case_chart(e: RankedEntry, track: Track) -> str:
 
 
 def _render_entries(env: Any, rows: list[RecordSummary], tracks: list[Track], folder: Path, built_at: str,
-                    share: Callable[[int], bool] = lambda position: True) -> int:
-    """One page per entry (card, standing per track, runs, plots) into ``folder``; only the
-    entries whose position in name order ``share`` accepts (for splitting the pages between
-    processes). Returns the pages written."""
+                    positions: Iterable[int] | None = None) -> int:
+    """One page per entry (card, standing per track, runs, plots) into ``folder``: every entry, or
+    only those at ``positions`` in name order (drawn from a :class:`bench.publish.forked.WorkCounter`
+    when two processes share the pages). Returns the pages written."""
     by_entry: dict[str, list[RecordSummary]] = defaultdict(list)
     for row in rows:
         by_entry[row.entry].append(row)
     entry_template = env.get_template("entry.html")
     sweeps = _sweep_index(rows)
     standing = _standing(tracks)
-    mine = [entry for position, entry in enumerate(sorted(by_entry)) if share(position)]
-    for entry in mine:
+    names = sorted(by_entry)
+    written = 0
+    for position in range(len(names)) if positions is None else positions:
+        entry = names[position]
+        written += 1
         entry_rows = by_entry[entry]
         entry_rows.sort(key=lambda r: (r.dataset, r.threat, r.attack_label, r.setting, r.path))
         places = standing.get(entry, [])
@@ -348,7 +356,7 @@ def _render_entries(env: Any, rows: list[RecordSummary], tracks: list[Track], fo
         (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
             entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root="..",
             places=places, slug=slugify, budgets=_track_budgets(entry_rows, tracks)), encoding="utf-8")
-    return len(mine)
+    return written
 
 
 def _track_budgets(entry_rows: list[RecordSummary], tracks: list[Track]) -> list[dict[str, Any]]:
@@ -402,9 +410,7 @@ def load_tracks(records_dir: Path) -> list[Track]:
         raise BenchError(f"{len(errors)} invalid record(s):\n" + "\n".join(errors))
     paths = [file.relative_to(records_dir) for file, _ in pairs]
     records = [record for _, record in pairs]
-    _parsed.clear()
-    _parsed.update({str(path): record for path, record in zip(paths, records)})
-    rows = summaries(list(zip(paths, records)))
+    rows = _register_parsed(paths, records)
     return build_tracks(rows, parsed, DATASET_TITLES)
 
 
@@ -515,8 +521,9 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     (:func:`bench.publish.records.check_record_texts`) on the texts this process read, while this
     one parses the same texts by the schema alone and ranks; the site goes live only after the
     check reports no invalid record (otherwise the staging folder is deleted and the errors
-    raised). The pages are then rendered by both processes, half the entry pages each.
+    raised). The pages are then rendered by both processes, drawing entry pages from one shared counter.
     ``processes=1`` does the same work in this process alone (the same files)."""
+    from bench.publish.forked import WorkCounter
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
     from bench.publish.records import parse_unchecked, read_record_texts, record_files
@@ -559,10 +566,11 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     if checked:
         shutil.rmtree(staging)
         raise _invalid(checked)
-    pages = start_forked("page rendering", site.render_pages, True, inline=alone)
+    counter = WorkCounter(len({row.entry for row in site.rows}))
+    pages = start_forked("page rendering", site.render_pages, True, counter, inline=alone)
     try:
-        entries = site.render_pages(False)
         site.write_downloads()
+        entries = site.render_pages(False, counter)
         entries += pages.result()
         mark("pages, both processes")
     except BaseException:
@@ -640,9 +648,7 @@ class _SiteInputs:
         records = [record for _, record in pairs]
         (staging / "entries").mkdir(parents=True)
         (staging / "tables").mkdir()
-        _parsed.clear()
-        _parsed.update({str(path): record for path, record in zip(paths, records)})
-        rows = summaries(list(zip(paths, records)))  # leaderboard.sqlite is written with the pages
+        rows = _register_parsed(paths, records)  # leaderboard.sqlite is written with the pages
         mark("ingest")
         tracks = build_tracks(rows, parsed, DATASET_TITLES)
         mark("ranking")
@@ -680,18 +686,17 @@ class _SiteInputs:
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             report.effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
-    def render_pages(self, child: bool) -> int:
-        """One process's share of the pages; returns the entry pages it wrote. The child renders the
-        front, metrics, submit, effects and paper pages and three of every five entry pages (in
-        name order), the parent the other two and the downloads (:meth:`write_downloads`, about as
-        long as a fifth of the entry pages on the 10,000-record benchmark board)."""
+    def render_pages(self, child: bool, counter: WorkCounter) -> int:
+        """One process's share of the pages; returns the entry pages it wrote. The child first renders
+        the front, metrics, submit, effects and paper pages, the parent first writes the downloads
+        (:meth:`write_downloads`); then both take entry pages from ``counter`` until none are left,
+        so whichever is done first takes more (no fixed split to tune per machine or board)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
         if child:
             for page in ("index", "metrics", "submit", "effects", "paper"):
                 (self.staging / f"{page}.html").write_text(
                     self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
-        return _render_entries(self.env, self.rows, self.tracks, self.staging / "entries", self.built_at,
-                               lambda position: (position % 5 < 3) == child)
+        return _render_entries(self.env, self.rows, self.tracks, self.staging / "entries", self.built_at, counter)
 
     def write_downloads(self) -> None:
         """The stylesheet, the SQLite database and the downloadable records, exactly the validated files."""
