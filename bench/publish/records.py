@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -347,6 +348,9 @@ def _record_from_text(text: str, path: Path, known: tuple[set[str], set[str]], d
     return record
 
 
+_NOT_RECORDS = frozenset({"literature", "sanity", "studies"})
+
+
 def record_files(paths: list[Path]) -> list[Path]:
     """Every ``*.json`` record file under ``paths`` (files are taken as given), sorted per folder.
     Files in a ``literature`` folder are the literature track's, with their own schema
@@ -355,10 +359,35 @@ def record_files(paths: list[Path]) -> list[Path]:
     exports (:mod:`bench.publish.paper`); they are skipped."""
     files: list[Path] = []
     for path in paths:
-        found = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-        files.extend(f for f in found if not path.is_dir()
-                     or not {"literature", "sanity", "studies"} & set(f.relative_to(path).parts[:-1]))
+        files.extend(_json_files_under(path) if path.is_dir() else [path])
     return files
+
+
+def _json_files_under(root: Path) -> list[Path]:
+    """``sorted(root.rglob("*.json"))`` without the folders of :data:`_NOT_RECORDS` (at any depth),
+    in the same order (by path components) and, like ``rglob``, without following symlinked
+    folders. By hand with ``os.scandir`` because ``rglob`` plus a per-file ``relative_to`` filter took
+    a third of a second for 10,000 records, on the critical path of every site build."""
+    found: list[tuple[str, ...]] = []
+    pending: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
+    while pending:
+        folder, parts = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except PermissionError:  # as rglob: an unreadable folder holds nothing
+            continue
+        for entry in entries:
+            if entry.name.endswith(".json"):
+                found.append(parts + (entry.name,))
+            try:
+                descend = entry.is_dir(follow_symlinks=False) and entry.name not in _NOT_RECORDS
+            except OSError:
+                descend = False
+            if descend:
+                pending.append((entry.path, parts + (entry.name,)))
+    found.sort(key=lambda components: tuple(map(os.path.normcase, components)))  # pathlib's order
+    return [root.joinpath(*components) for components in found]
 
 
 def read_record_texts(files: list[Path]) -> tuple[list[tuple[Path, str]], list[str]]:
