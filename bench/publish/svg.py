@@ -107,21 +107,25 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
                f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
+        label = escape(s.label)
+        # each point's coordinates formatted once (a site build draws a few thousand charts)
+        at = {(x, y): (f"{px(x):.1f}", f"{py(y):.1f}") for x, y in s.points}
         points = list(s.points) if s.ordered else sorted(s.points)
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+        path = " ".join(f"{at[x, y][0]},{at[x, y][1]}" for x, y in points)
         dash = ' stroke-dasharray="5,3"' if s.dashed else ""
         out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
         for j, (x, y) in enumerate(s.points):
+            cx, cy = at[x, y]
             if s.errors:
                 low, high = s.errors[j]
-                out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
+                out.append(f'<line x1="{cx}" x2="{cx}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
                            f'stroke="{color}" stroke-width="1"/>')
-            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"><title>'
-                       f'{escape(s.label)}: {x:.4g}, {y:.4g}</title></circle>')
+            out.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"><title>'
+                       f'{label}: {x:.4g}, {y:.4g}</title></circle>')
         legend_y = top + 14 + 16 * i
         out.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 28}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
                    f'stroke="{color}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{left + plot_w + 32}" y="{legend_y}">{escape(s.label)}</text>')
+        out.append(f'<text x="{left + plot_w + 32}" y="{legend_y}">{label}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
