@@ -201,3 +201,51 @@ def test_sigterm_leaves_the_run_interrupted_and_resumable(tmp_path) -> None:
     assert process.returncode == 130, err
     with sqlite3.connect(db) as connection:
         assert connection.execute("select status from runs").fetchone()[0] == "interrupted"
+
+
+def _corrupt(data: dict, how: str) -> str:
+    """One record text broken in one way (or left whole: "none")."""
+    s = data["samples"]
+    if how == "label":
+        s["label"][0] = 99
+    elif how == "short-list":
+        s["adv_correct"] = s["adv_correct"][:-1]
+    elif how == "count-above-k":
+        s["clean_correct"][0] = data["eval_draws"] + 1
+    elif how == "draw-string":
+        s["adv_preds"][0] = s["adv_preds"][0][:-1]
+    elif how == "summary":
+        e = data["robust"]["expected"]
+        e["acc"] = e["ci_low"] + 0.25 * (e["ci_high"] - e["ci_low"])
+    elif how == "entry":
+        data["entry"] = data["entry"] + "x"
+    elif how == "future":
+        data["finished_at"] = "2099-01-01T00:00:00"
+    elif how == "unknown-attack":
+        data["attack"]["name"] = "no_such_attack"
+    elif how == "schema":
+        data["eval_draws"] = 0
+    elif how == "not-json":
+        return json.dumps(data)[:-2]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("how", ["none", "label", "short-list", "count-above-k", "draw-string", "summary", "entry",
+                                 "future", "unknown-attack", "schema", "not-json"])
+def test_the_split_check_reports_exactly_what_the_record_validator_reports(exported_records, how) -> None:
+    """The site build parses by the schema alone and checks the parsed objects in a second process
+    (parse_unchecked + check_parsed, also behind `bench validate`); for every kind of broken record
+    the messages are the ones the record's own validator gives when it parses the text whole."""
+    from bench.publish.records import RecordError, _record_from_text, check_record_texts, registry_names
+
+    _, paths = exported_records
+    text = _corrupt(json.loads(paths[0].read_text()), how)
+    try:
+        _record_from_text(text, paths[0], registry_names(), defer_derivation=False)
+        whole = []
+    except RecordError as err:
+        whole = str(err).split("\n")
+    valid, errors = check_record_texts([(paths[0], text)])
+    split = [line for error in errors for line in error.split("\n")]
+    assert split == whole
+    assert (how == "none") == (len(valid) == 1 and not whole)

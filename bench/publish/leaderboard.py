@@ -516,9 +516,10 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     "re-run by CI" badge. Raises :class:`BenchError` listing every invalid record (nothing is
     published then).
 
-    Two processes share the work (:mod:`bench.publish.forked`): a child runs every record check
-    (:func:`bench.publish.records.check_record_texts`) on the texts this process read, while this
-    one parses the same texts by the schema alone and ranks; the site goes live only after the
+    Two processes share the work (:mod:`bench.publish.forked`): this one reads the record files and
+    parses them by the schema (:func:`bench.publish.records.parse_unchecked`); a forked child then
+    runs every further check on those very objects (:func:`bench.publish.records.check_parsed`, the
+    same checks as ``bench validate``) while this one ranks. The site goes live only after the
     check reports no invalid record (otherwise the staging folder is deleted and the errors
     raised). The pages are then rendered by both processes, drawing entry pages from one shared counter.
     ``processes=1`` does the same work in this process alone (the same files)."""
@@ -531,8 +532,12 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     phases: dict[str, float] = {}
     mark = _phase_timer(phases)
     texts, errors = read_record_texts(record_files([records_dir])) if records_dir.exists() else ([], [])
+    pairs, schema_errors = parse_unchecked(texts)
+    errors += schema_errors
+    mark("reading and parsing")
     alone = processes < 2
-    check = start_forked("record check", _check_and_compare, texts, records_dir, inline=alone)
+    # forked after parsing: the child checks the very objects the pages are built from
+    check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=alone)
     checked: list[str] | None = None
     staging: Path | None = None
     try:
@@ -541,8 +546,6 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         if errors:
             checked = check.result().errors
             raise _invalid(errors + checked)
-        pairs = parse_unchecked(texts)
-        mark("parsing (checks in a second process)")
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
         report = check.result()
@@ -602,14 +605,14 @@ class _CheckReport:
     effects: list[Any]
 
 
-def _check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
-    """The second process's share of a build: every record check on ``texts``
-    (:func:`bench.publish.records.check_record_texts`), then, if all pass, the protocol effects from
-    the checked records, while the first process ranks (the two shares take about as long)."""
+def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
+    """The second process's share of a build: every record check beyond the schema on the records
+    this process inherited from the parser (:func:`bench.publish.records.check_parsed`), then, if
+    all pass, the protocol effects from them, while the first process ranks."""
     from bench.publish.effects import protocol_effects
-    from bench.publish.records import check_record_texts
+    from bench.publish.records import check_parsed
 
-    records, errors = check_record_texts(texts)
+    records, errors = check_parsed(pairs)
     if errors:
         return _CheckReport(errors, [])
     by_path = {str(file.relative_to(records_dir)): record for file, record in records}

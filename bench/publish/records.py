@@ -189,7 +189,23 @@ class Record(BaseModel):
         from bench.publish.derive import agrees, derive, disagreements_with
 
         if info.context and info.context.get("unchecked"):
-            return self  # parse_unchecked: the caller checks the same text elsewhere before publishing
+            return self  # parse_unchecked: the caller runs check_shapes and the rest (check_parsed) before publishing
+        self.check_shapes()
+        if info.context and info.context.get("defer_derivation"):
+            return self
+        derived = derive(self.outcomes(), stated_majority={"clean": self.clean.majority.acc,
+                                                           "robust": self.robust.majority.acc})
+        if self.rob_m is None and self.schema_version == 1:
+            derived.pop("rob_m")  # the oldest records predate stored curves
+        problems = [] if agrees(self, derived) else disagreements_with(self, derived)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def check_shapes(self) -> None:
+        """The first half of the record's validator: every per-sample list has n entries, counts lie in
+        0..K, labels in the dataset's classes, per-draw strings have K classes each, times are ordered.
+        Raises ValueError (the validator's message)."""
         n, k = self.dataset.n_samples, self.eval_draws
         if len(self.dataset.sample_indices) != n:
             raise ValueError(f"dataset.sample_indices has {len(self.dataset.sample_indices)} entries, n_samples is {n}")
@@ -220,16 +236,6 @@ class Record(BaseModel):
         elif any(value is not None for value in per_draw.values()):
             raise ValueError("per-draw outcomes need schema_version 2")
         _check_times(self.created_at, self.finished_at)
-        if info.context and info.context.get("defer_derivation"):
-            return self
-        derived = derive(self.outcomes(), stated_majority={"clean": self.clean.majority.acc,
-                                                           "robust": self.robust.majority.acc})
-        if self.rob_m is None and self.schema_version == 1:
-            derived.pop("rob_m")  # the oldest records predate stored curves
-        problems = [] if agrees(self, derived) else disagreements_with(self, derived)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     def preds(self, name: str) -> Any:
         """Per-draw classes ``samples.<name>`` (``clean_preds``, ``adv_preds``, ``select_preds``) as an
@@ -289,9 +295,23 @@ def validate_record(data: Any, path: Path | str = "<record>", known_defenses: se
         record = (Record.model_validate_json(data, context=context) if isinstance(data, (str, bytes))
                   else Record.model_validate(data, context=context))
     except ValidationError as err:
-        problems = [f"{path}: {_location(e['loc'])}: {message}" for e in err.errors()
-                    for message in e["msg"].removeprefix("Value error, ").split("; ")]
-        raise RecordError("\n".join(problems)) from None
+        raise RecordError("\n".join(_schema_problems(err, path))) from None
+    problems = _problems_beyond_schema(record, path, known_defenses, known_attacks)
+    if problems:
+        raise RecordError("\n".join(problems))
+    return record
+
+
+def _schema_problems(err: ValidationError, path: Path | str) -> list[str]:
+    return [f"{path}: {_location(e['loc'])}: {message}" for e in err.errors()
+            for message in e["msg"].removeprefix("Value error, ").split("; ")]
+
+
+def _problems_beyond_schema(record: Record, path: Path | str, known_defenses: set[str] | None,
+                            known_attacks: set[str] | None) -> list[str]:
+    """What :func:`validate_record` checks after the schema: image indices, the entry name its
+    defense, options and classifier give, labels against the dataset's, registered plug-ins. Sets
+    ``record._labels_checked``."""
     from bench.zoo.labels import index_problems, label_problems
 
     problems = [f"{path}: {p}" for p in index_problems(record.dataset.name, record.dataset.sample_indices)]
@@ -314,9 +334,7 @@ def validate_record(data: Any, path: Path | str = "<record>", known_defenses: se
     if known_attacks is not None and record.attack.name not in known_attacks:
         problems.append(f"{path}: attack.name: unknown attack {record.attack.name!r} "
                         f"(valid: {', '.join(sorted(known_attacks))})")
-    if problems:
-        raise RecordError("\n".join(problems))
-    return record
+    return problems
 
 
 def registry_names() -> tuple[set[str], set[str]]:
@@ -337,15 +355,23 @@ def _record_from_text(text: str, path: Path, known: tuple[set[str], set[str]], d
     try:
         record = validate_record(text, path, defenses_known, attacks_known, defer_derivation)
     except RecordError as err:
-        if "Invalid JSON" in str(err) or "json_invalid" in str(err):
-            try:
-                json.loads(text)
-            except json.JSONDecodeError as json_err:
-                raise RecordError(f"{path}: not valid JSON: {json_err.msg} at line {json_err.lineno} "
-                                  f"column {json_err.colno}") from None
+        problem = _json_problem(text, path, str(err))
+        if problem:
+            raise RecordError(problem) from None
         raise
     record._text = text
     return record
+
+
+def _json_problem(text: str, path: Path | str, message: str) -> str | None:
+    """Where a text that pydantic's ``message`` calls invalid JSON breaks (pydantic does not say), else None."""
+    if "Invalid JSON" not in message and "json_invalid" not in message:
+        return None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    return None
 
 
 _NOT_RECORDS = frozenset({"literature", "sanity", "studies"})
@@ -402,44 +428,62 @@ def read_record_texts(files: list[Path]) -> tuple[list[tuple[Path, str]], list[s
 
 
 def check_record_texts(texts: list[tuple[Path, str]]) -> tuple[list[tuple[Path, Record]], list[str]]:
-    """Every check of :func:`validate_record` on each text, then the summaries of all of them
-    against their outcomes at once (:func:`bench.publish.consistency.inconsistent`); returns
-    ((file, record) pairs of the valid ones, error messages)."""
-    known = registry_names()
-    records, errors = [], []
-    for file, text in texts:
-        try:
-            records.append((file, _record_from_text(text, file, known, defer_derivation=True)))
-        except RecordError as err:
-            errors.append(str(err))
-    from bench.publish.consistency import inconsistent
-
-    # the deferred half of every record's validator, for all of them at once
-    wrong = inconsistent([record for _, record in records])
-    for i in sorted(wrong):
-        errors.append("\n".join(f"{records[i][0]}: <record>: {problem}" for problem in wrong[i]))
-    return [pair for i, pair in enumerate(records) if i not in wrong], errors
+    """Every check of :func:`validate_record` on each text; returns ((file, record) pairs of the
+    valid ones, error messages): :func:`parse_unchecked`, then :func:`check_parsed`."""
+    records, errors = parse_unchecked(texts)
+    valid, problems = check_parsed(records)
+    return valid, errors + problems
 
 
-def parse_unchecked(texts: list[tuple[Path, str]]) -> list[tuple[Path, Record]]:
-    """The records as parsed by the schema's field types only, *without* the checks of
-    :func:`check_record_texts` (shapes, summaries against outcomes, entry names, labels): for a
-    caller that runs those checks on the same texts elsewhere and publishes nothing unless they
-    pass (the site build checks in a second process meanwhile,
-    :func:`bench.publish.leaderboard.build_site`). Raises :class:`RecordError` on a text the
-    schema rejects."""
+def parse_unchecked(texts: list[tuple[Path, str]]) -> tuple[list[tuple[Path, Record]], list[str]]:
+    """The records as parsed by the schema's field types (and the nested models' validators) only,
+    *without* the record-level checks of :func:`check_parsed` (shapes, summaries against outcomes,
+    entry names, labels, registered plug-ins); returns ((file, record) pairs, the schema's error
+    messages for the texts it rejects, as :func:`validate_record` words them). Nothing may be
+    published from these records before :func:`check_parsed` has passed them: the site build runs
+    it in a second process meanwhile (:func:`bench.publish.leaderboard.build_site`)."""
     from bench.zoo.labels import test_labels
 
-    out = []
+    out, errors = [], []
     for file, text in texts:
         try:
             record = Record.model_validate_json(text, context={"unchecked": True})
         except ValidationError as err:
-            raise RecordError(f"{file}: {err.errors()[0]['msg']}") from None
+            message = "\n".join(_schema_problems(err, file))
+            errors.append(_json_problem(text, file, message) or message)
+            continue
         record._text = text
         record._labels_checked = test_labels(record.dataset.name) is not None  # as label_problems decides
         out.append((file, record))
-    return out
+    return out, errors
+
+
+def check_parsed(records: list[tuple[Path, Record]]) -> tuple[list[tuple[Path, Record]], list[str]]:
+    """Every check :func:`validate_record` makes beyond the schema, on records from
+    :func:`parse_unchecked`: the record validator's shapes (:meth:`Record.check_shapes`), the
+    indices, entry name, labels and plug-ins (as :func:`validate_record`), then the summaries of all
+    of them against their outcomes at once (:func:`bench.publish.consistency.inconsistent`, the
+    validator's derivation vectorised). Returns ((file, record) pairs of the valid ones, error
+    messages worded as :func:`validate_record`'s)."""
+    from bench.publish.consistency import inconsistent
+
+    known_defenses, known_attacks = registry_names()
+    passed, errors = [], []
+    for file, record in records:
+        try:
+            record.check_shapes()
+        except ValueError as err:  # as pydantic reports the record validator's ValueError
+            errors.append("\n".join(f"{file}: <record>: {message}" for message in str(err).split("; ")))
+            continue
+        problems = _problems_beyond_schema(record, file, known_defenses, known_attacks)
+        if problems:
+            errors.append("\n".join(problems))
+        else:
+            passed.append((file, record))
+    wrong = inconsistent([record for _, record in passed])
+    for i in sorted(wrong):
+        errors.append("\n".join(f"{passed[i][0]}: <record>: {problem}" for problem in wrong[i]))
+    return [pair for i, pair in enumerate(passed) if i not in wrong], errors
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
