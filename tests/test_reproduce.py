@@ -32,6 +32,9 @@ def test_dry_run_prices_a_cell_from_draws_and_network_calls(capsys) -> None:
     assert main(["reproduce", "addt-table2-cifar10", "--dry-run", "--norms", "linf"]) == 0
     out = capsys.readouterr().out
     assert "13 cells" in out and "gdmp[guidance=ssim]" in out and "estimated total" in out and "GPU-hours" in out
+    assert main(["reproduce", "addt-table2-cifar10", "--dry-run", "--entries", "gdmp[guidance=ssim]; coup"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells" in out and "gdmp[guidance=ssim]" in out and "dp_ddim" not in out
 
 
 def test_unknown_names_fail_with_the_valid_choices() -> None:
@@ -39,6 +42,8 @@ def test_unknown_names_fail_with_the_valid_choices() -> None:
         load_reproduction("addt-table9")
     with pytest.raises(ConfigError, match="reports only l2, linf"):
         plan(load_reproduction("addt-table3-nfe"), norms=["l1"])
+    with pytest.raises(ConfigError, match=r"--entries gdmp\[guidance=SSIM\]: addt-table2-cifar10's rows are none, dp_ddim"):
+        plan(load_reproduction("addt-table2-cifar10"), entries=["gdmp[guidance=SSIM]"])
 
 
 def test_a_protocol_runs_end_to_end_and_prints_reported_beside_measured(cifar_cache, capsys) -> None:  # noqa: F811

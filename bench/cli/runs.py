@@ -259,7 +259,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     norms = [n.strip() for n in args.norms.split(",")] if args.norms else None
     cells = plan(repro, n_samples=args.n_samples, defense_options=parse_overrides(args.defense_opt),
                  attack_options=parse_overrides(args.attack_opt), device=args.device, norms=norms,
-                 eval_draws=args.draws, dataset=args.dataset)
+                 eval_draws=args.draws, dataset=args.dataset,
+                 entries=[e.strip() for e in args.entries.split(";")] if args.entries else None)
     print(format_plan(repro, cells, ms, unit))
     if args.dry_run:
         return 0
@@ -344,6 +345,8 @@ def add_parsers(sub: Any) -> None:
     reproduce.add_argument("--n-samples", type=int, help="images per cell (default: the paper's)")
     reproduce.add_argument("--draws", type=int, help="evaluation draws K per image (default: the protocol's)")
     reproduce.add_argument("--norms", help="comma-separated subset of the paper's norms (default: all it reports)")
+    reproduce.add_argument("--entries", help="semicolon-separated subset of the table's rows, as --dry-run names "
+                                             "them (entries hold commas), e.g. 'gdmp;coup' (default: all)")
     reproduce.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
     reproduce.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
     reproduce.add_argument("--gpu-ms-per-call", type=float, help="cost of one denoiser call per image for the estimate")

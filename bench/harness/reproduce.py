@@ -149,9 +149,11 @@ def _toy_defaults(repro: Reproduction, dataset: str | None) -> tuple[str, str | 
 
 def plan(repro: Reproduction, n_samples: int | None = None, defense_options: dict[str, Any] | None = None,
          attack_options: dict[str, Any] | None = None, device: str = "cpu",
-         norms: list[str] | None = None, eval_draws: int | None = None, dataset: str | None = None) -> list[Cell]:
+         norms: list[str] | None = None, eval_draws: int | None = None, dataset: str | None = None,
+         entries: list[str] | None = None) -> list[Cell]:
     """One cell per (entry, norm the paper reports, setting), each with its run request; on
-    ``dataset`` (e.g. ``toy``) instead of the paper's, at that dataset's protocol."""
+    ``dataset`` (e.g. ``toy``) instead of the paper's, at that dataset's protocol. ``norms`` /
+    ``entries``: only these of the table's norms / rows (e.g. to split a table between machines)."""
     from bench.core.config import split_entry
 
     if repro.kind == "figure":
@@ -162,8 +164,14 @@ def plan(repro: Reproduction, n_samples: int | None = None, defense_options: dic
     if unknown:
         raise ConfigError(f"--norms {', '.join(unknown)}: {repro.name} reports only "
                           f"{', '.join(sorted({n for spec in repro.cells for n in spec['reported']}))}")
+    rows = [spec["defense"] for spec in repro.cells]
+    unknown = sorted(set(entries or []) - set(rows))
+    if unknown:
+        raise ConfigError(f"--entries {', '.join(unknown)}: {repro.name}'s rows are {', '.join(rows)}")
     cells = []
     for spec in repro.cells:
+        if entries and spec["defense"] not in entries:
+            continue
         name, options = split_entry(spec["defense"])
         for norm, reported in spec["reported"].items():
             if norms and norm not in norms:
