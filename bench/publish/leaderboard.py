@@ -167,12 +167,14 @@ def slugify(text: str) -> str:
 _parsed: dict[str, Record] = {}
 
 
-def _register_parsed(paths: list[Path], records: list[Record]) -> list[RecordSummary]:
-    """Make ``records`` (at ``paths``, relative to the records folder) the ones :func:`parsed` returns,
-    and return their rows (:func:`summaries`)."""
+def _register_parsed(pairs: list[tuple[Path, Record]], records_dir: Path) -> tuple[list[Path], list[Record], list[RecordSummary]]:
+    """Make the parsed ``(file, record)`` pairs the records :func:`parsed` returns; returns their
+    paths relative to ``records_dir``, the records and their rows (:func:`summaries`)."""
+    paths = [file.relative_to(records_dir) for file, _ in pairs]
+    records = [record for _, record in pairs]
     _parsed.clear()
     _parsed.update({str(path): record for path, record in zip(paths, records)})
-    return summaries(list(zip(paths, records)))
+    return paths, records, summaries(list(zip(paths, records)))
 
 
 def parsed(row: RecordSummary) -> Record:
@@ -407,9 +409,7 @@ def load_tracks(records_dir: Path) -> list[Track]:
     pairs, errors = validate_paths([records_dir]) if records_dir.exists() else ([], [])
     if errors:
         raise BenchError(f"{len(errors)} invalid record(s):\n" + "\n".join(errors))
-    paths = [file.relative_to(records_dir) for file, _ in pairs]
-    records = [record for _, record in pairs]
-    rows = _register_parsed(paths, records)
+    _, _, rows = _register_parsed(pairs, records_dir)
     return build_tracks(rows, parsed, DATASET_TITLES)
 
 
@@ -646,11 +646,9 @@ class _SiteInputs:
         from bench.publish.paper import paper_reruns, table_reruns
         from bench.publish.sanity import load_reports
 
-        paths = [file.relative_to(records_dir) for file, _ in pairs]
-        records = [record for _, record in pairs]
         (staging / "entries").mkdir(parents=True)
         (staging / "tables").mkdir()
-        rows = _register_parsed(paths, records)  # leaderboard.sqlite is written with the pages
+        paths, records, rows = _register_parsed(pairs, records_dir)  # leaderboard.sqlite is written with the pages
         mark("ingest")
         tracks = build_tracks(rows, parsed, DATASET_TITLES)
         mark("ranking")
