@@ -75,3 +75,22 @@ def test_the_batch_check_passes_untouched_records_and_leaves_their_draws_decoded
     for batch, single in zip(records, fresh):
         assert "adv_preds" in batch._decoded
         assert (batch.preds("adv_preds") == single.preds("adv_preds")).all()
+
+
+@pytest.mark.parametrize("draws", [1, 2, 3, 4, 10])
+def test_the_majority_shortcut_equals_counting_every_class(draws: int) -> None:
+    """Rows settled by the label's own count (more than K/2 draws on it, or none) give the same
+    verdict as the full per-class count with ties to the smallest class, ties included."""
+    import numpy as np
+
+    from bench.publish.consistency import majority_correct_rows
+
+    rng = np.random.default_rng(draws)
+    preds = rng.integers(0, 4, size=(3, 500, draws))  # few classes: many ties
+    labels = rng.integers(0, 4, size=(3, 500))
+    preds[0, :100] = labels[0, :100, None]  # all-correct rows
+    expected = np.array([[np.bincount(row, minlength=4).argmax() == label for row, label in zip(p, lab)]
+                         for p, lab in zip(preds, labels)])
+    assert (majority_correct_rows(labels, preds) == expected).all()
+    counts = (preds == labels[:, :, None]).sum(axis=2)
+    assert (majority_correct_rows(labels, preds, counts) == expected).all()

@@ -89,3 +89,18 @@ def test_paired_differences_in_one_batch_equal_one_call_each() -> None:
     assert batch[3] == paired_difference(*pairs[3]) and batch[4] == paired_difference(*pairs[4])
     with pytest.raises(ValueError, match="equal, non-zero lengths"):
         paired_differences([([0.1, 0.2], [0.3])])
+
+
+@pytest.mark.parametrize("draws", [1, 2, 10, 64, 500])
+def test_resubmission_estimates_equal_exact_binomial_ratios(draws: int) -> None:
+    """C(c, M) / C(K, M) for every c and M, against exact integer binomials (relative error of a
+    few ulps even at K = 500, and exactly 0 when c < M)."""
+    import math
+
+    from bench.core.metrics import resubmission_estimates
+
+    table = resubmission_estimates(list(range(draws + 1)), draws)
+    for c in range(draws + 1):
+        for m in range(1, draws + 1):
+            exact = math.comb(c, m) / math.comb(draws, m)
+            assert table[c, m - 1] == pytest.approx(exact, rel=1e-13, abs=0.0) if exact else table[c, m - 1] == 0.0

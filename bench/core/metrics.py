@@ -110,8 +110,10 @@ def paired_differences(pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
     for n, items in spread.items():
         differences = np.stack([d for _, d in items], axis=1)  # (n, m)
         counts = _resample_counts(n, resamples, seed)
-        means = (counts @ differences[:, 0] / n)[:, None] if len(items) == 1 else counts @ differences / n
-        low, high = percentiles(means, [2.5, 97.5], axis=0)
+        # (m, resamples), each pair's resampled means contiguous: BLAS forms this product ~4x faster
+        # than (resamples, m), and the partition along rows ~1.5x faster than along columns
+        means = (counts @ differences[:, 0] / n)[None, :] if len(items) == 1 else differences.T @ counts.T / n
+        low, high = percentiles(means, [2.5, 97.5], axis=1)
         for column, (i, d) in enumerate(items):
             results[i] = {"mean": float(d.mean()), "ci_low": float(low[column]), "ci_high": float(high[column]),
                           "n": n, "resamples": resamples, "seed": seed}
@@ -174,14 +176,15 @@ def resubmission_estimates(correct: list[int], draws: int) -> "np.ndarray":
 
 @functools.lru_cache(maxsize=32)
 def _estimate_table(draws: int) -> "np.ndarray":
-    """(K+1, K) table of C(c, M) / C(K, M) for c = 0..K (one lookup per sample, instead of scipy's
-    ``comb`` per sample when thousands of records are validated)."""
+    """(K+1, K) table of C(c, M) / C(K, M) for c = 0..K (one lookup per sample when thousands of
+    records are validated), as the running product prod_{j<M} (c − j) / (K − j), which is 0 once
+    j reaches c. Not ``scipy.special.comb``: importing it took 0.4 s of every build's two processes."""
     import numpy as np
-    from scipy.special import comb
 
     c = np.arange(draws + 1, dtype=float)[:, None]
-    m = np.arange(1, draws + 1, dtype=float)[None, :]
-    table = comb(c, m) / comb(float(draws), m)
+    j = np.arange(draws, dtype=float)[None, :]
+    factors = np.where(c > j, (c - j) / (draws - j), 0.0)  # (K+1, K): factor j of row c
+    table = np.cumprod(factors, axis=1)
     table.setflags(write=False)
     return table
 

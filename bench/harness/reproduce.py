@@ -21,12 +21,11 @@ protocol's budgets (``bench/protocols/toy.toml``; a cell's own options, e.g. ``n
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.core.errors import ConfigError, UnknownNameError
-from bench.protocols import PROTOCOL_DIR
+from bench.protocols import PROTOCOL_DIR, read_toml
 from bench.harness.runner import RunRequest
 
 FORWARD_SHARE = 1 / 3  # a forward-only call costs about a third of forward+backward (one forward, backward ≈ 2)
@@ -87,8 +86,7 @@ class Cell:
 def available() -> list[str]:
     found = []
     for path in sorted(PROTOCOL_DIR.glob("*.toml")):
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = read_toml(path)
         if "cells" in data or "subjects" in data:
             found.append(path.stem)
     return found
@@ -104,8 +102,7 @@ def load_reproduction(key: str) -> Reproduction:
     path = PROTOCOL_DIR / f"{key}.toml"
     if key not in available():
         raise UnknownNameError(f"Unknown reproduction {key!r}. Valid: {', '.join(available())}.")
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
+    data = read_toml(path)
     try:
         if "subjects" in data:
             from bench.harness.studies import STUDIES

@@ -17,6 +17,22 @@ from typing import Any
 from bench.core.errors import ConfigError, UnknownNameError
 
 PROTOCOL_DIR = Path(__file__).resolve().parent
+
+_parsed_files: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file at ``path``, parsed once per version of the file (keyed by path, size and
+    modification time) and returned as a fresh copy: a site build looks protocols and reproductions
+    up hundreds of times, and parsing them each time took most of a second."""
+    import copy
+
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _parsed_files:
+        with path.open("rb") as handle:
+            _parsed_files[key] = tomllib.load(handle)
+    return copy.deepcopy(_parsed_files[key])
 PAPER = "paper"
 DEFAULT_FOR_DATASET = {"toy": "toy"}  # datasets without an entry use the paper's budgets
 
@@ -75,8 +91,7 @@ def available() -> list[str]:
 
 
 def _kind(path: Path) -> str:
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
+    data = read_toml(path)
     return "reproduction" if "cells" in data or "subjects" in data else "evaluation"
 
 
@@ -87,8 +102,7 @@ def load_protocol(key: str) -> Protocol:
     path = PROTOCOL_DIR / f"{key}.toml"
     if not path.is_file() or _kind(path) != "evaluation":
         raise UnknownNameError(f"Unknown protocol {key!r}. Valid protocols: {', '.join(available())}.")
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
+    data = read_toml(path)
     try:
         return Protocol(
             key=key, name=str(data["name"]), dataset=data.get("dataset"), description=str(data["description"]),

@@ -56,17 +56,30 @@ def inconsistent(records: list[Any]) -> dict[int, list[str]]:
     return problems
 
 
-def majority_correct_rows(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+def majority_correct_rows(labels: np.ndarray, preds: np.ndarray, label_counts: np.ndarray | None = None) -> np.ndarray:
     """(R, n) whether each row's most frequent class (ties: the smallest) is the label; labels
-    (R, n), preds (R, n, K). One bincount over all rows (also serves one record:
-    :func:`bench.publish.derive.majority_correct`)."""
+    (R, n), preds (R, n, K); ``label_counts`` (R, n): how many of the K draws equal the label, when
+    the caller has them. One bincount over all rows (also serves one record:
+    :func:`bench.publish.derive.majority_correct`).
+
+    The label's own count settles most rows without counting the other classes: more than K/2
+    draws on the label make it the unique mode, none make it not the mode. Only the rows in between
+    are counted class by class (a site build checks millions of draws; most rows are all-correct or
+    all-wrong)."""
     r, n, k = preds.shape
     if r * n == 0:
         return np.zeros((r, n), dtype=bool)
-    classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
-    rows = np.arange(r * n).repeat(k) * classes
-    counts = np.bincount(rows + preds.reshape(-1), minlength=r * n * classes).reshape(r * n, classes)
-    return (counts.argmax(axis=1) == labels.reshape(-1)).reshape(r, n)
+    flat_labels, flat_preds = labels.reshape(-1), preds.reshape(r * n, k)
+    hits = (flat_preds == flat_labels[:, None]).sum(axis=1) if label_counts is None else label_counts.reshape(-1)
+    correct = 2 * hits > k
+    open_rows = np.flatnonzero((hits > 0) & ~correct)
+    if open_rows.size:
+        sub_preds, sub_labels = flat_preds[open_rows], flat_labels[open_rows]
+        classes = int(max(sub_preds.max(initial=0), sub_labels.max(initial=0))) + 1
+        rows = np.arange(open_rows.size).repeat(k) * classes
+        counts = np.bincount(rows + sub_preds.reshape(-1), minlength=open_rows.size * classes)
+        correct[open_rows] = counts.reshape(open_rows.size, classes).argmax(axis=1) == sub_labels
+    return correct.reshape(r, n)
 
 
 def _disagreeing(records: list[Any], members: list[int], n: int, k: int, width: int) -> list[int]:
@@ -85,9 +98,9 @@ def _disagreeing(records: list[Any], members: list[int], n: int, k: int, width: 
     adv_correct = (adv == labels[:, :, None]).sum(axis=2)
     values = np.concatenate([
         np.stack([clean_correct.sum(1) / (n * k), (clean_correct == k).mean(1),
-                  majority_correct_rows(labels, clean).mean(1)], axis=1),
+                  majority_correct_rows(labels, clean, clean_correct).mean(1)], axis=1),
         np.stack([adv_correct.sum(1) / (n * k), (adv_correct == k).mean(1),
-                  majority_correct_rows(labels, adv).mean(1)], axis=1),
+                  majority_correct_rows(labels, adv, adv_correct).mean(1)], axis=1),
         _estimate_table(k)[adv_correct].mean(axis=1),  # (r, K): Rob(M), M = 1..K
     ], axis=1)  # (r, 6 + K)
     low, high = wilson_intervals(values, n)

@@ -40,18 +40,18 @@ def _key(record: Any, attack: str) -> tuple:
             record.seed, record.eval_draws, str(sorted(config.items())) if attack == record.attack.name else "")
 
 
-def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
-    """Every approximate-protocol record with an exact reference on the same images."""
-    exact: dict[tuple, Any] = {}
-    for row in rows:
-        record = parsed(row)
+def protocol_effects(records: list[tuple[str, Any]]) -> list[Effect]:
+    """Every approximate-protocol record with an exact reference on the same images; ``records``:
+    (path, record) pairs in path order (the first exact record of a key is the reference)."""
+    exact: dict[tuple, tuple[str, Any]] = {}
+    for path, record in records:
         if _mode(record) == "exact" and not record.attack.unreliable:
-            exact.setdefault(_key(record, record.attack.name), row)
+            exact.setdefault(_key(record, record.attack.name), (path, record))
             exact.setdefault((record.entry, record.attack.name, record.setting, record.dataset.name,
-                              tuple(record.dataset.sample_indices), record.seed, record.eval_draws, "any"), row)
-    found: list[tuple[Any, str, Any, Any, list[float], list[float]]] = []
-    for row in rows:
-        record = parsed(row)
+                              tuple(record.dataset.sample_indices), record.seed, record.eval_draws, "any"),
+                             (path, record))
+    found: list[tuple[str, Any, str, str, Any, list[float], list[float]]] = []
+    for path, record in records:
         mode = _mode(record)
         if mode == "exact" and record.attack.name not in REFERENCE_ATTACK:
             continue
@@ -65,15 +65,15 @@ def protocol_effects(rows: list[Any], parsed: Any) -> list[Effect]:
             label = f"{record.attack.name} (as published)"
         if reference is None:
             continue
-        ref = parsed(reference)
+        reference_path, ref = reference
         k = record.eval_draws
         mine = [c / k for c in record.samples.adv_correct]
         theirs = [c / ref.eval_draws for c in ref.samples.adv_correct]
-        found.append((row, label, reference, ref, mine, theirs))
+        found.append((path, record, label, reference_path, ref, mine, theirs))
     differences = paired_differences([(mine, theirs) for *_, mine, theirs in found])
-    effects = [Effect(parsed(row).entry, label, ref.attack.name, parsed(row).robust.expected.acc,
-                      ref.robust.expected.acc, difference, row.path, reference.path)
-               for (row, label, reference, ref, _, _), difference in zip(found, differences)]
+    effects = [Effect(record.entry, label, ref.attack.name, record.robust.expected.acc, ref.robust.expected.acc,
+                      difference, path, reference_path)
+               for (path, record, label, reference_path, ref, _, _), difference in zip(found, differences)]
     effects.sort(key=lambda e: (e.entry, e.protocol))
     return effects
 

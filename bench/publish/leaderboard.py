@@ -496,13 +496,19 @@ def build_site(records_dir: Path, out: Path, verification: list[Path] | None = N
                processes: int = 2) -> dict[str, Any]:
     """Validate and ingest every record under ``records_dir`` and render the site into ``out``
     (:func:`_build_site`), with Python's cyclic garbage collector paused: a build holds tens of
-    thousands of parsed records, and each collection re-traverses them all (a fifth of a 10k build)."""
+    thousands of parsed records, and each collection re-traverses them all (a fifth of a 10k build).
+    When two processes build, each keeps its BLAS to one thread: BLAS's own threads (one per core)
+    in both processes fought over the two cores and slowed the bootstrap products by a fifth."""
+    import contextlib
     import gc
+
+    from threadpoolctl import threadpool_limits
 
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _build_site(records_dir, out, verification, processes)
+        with threadpool_limits(limits=1, user_api="blas") if processes > 1 else contextlib.nullcontext():
+            return _build_site(records_dir, out, verification, processes)
     finally:
         if paused:
             gc.enable()
@@ -517,13 +523,13 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     published then).
 
     Two processes share the work (:mod:`bench.publish.forked`): this one reads the record files and
-    parses them by the schema (:func:`bench.publish.records.parse_unchecked`); a forked child then
-    runs every further check on those very objects (:func:`bench.publish.records.check_parsed`, the
-    same checks as ``bench validate``) while this one ranks. The site goes live only after the
+    forks; both parse the texts by the schema (:func:`bench.publish.records.parse_unchecked`), then
+    the child runs every further check on its records (:func:`bench.publish.records.check_parsed`,
+    the same checks as ``bench validate``) while this one ranks. The site goes live only after the
     check reports no invalid record (otherwise the staging folder is deleted and the errors
     raised). The pages are then rendered by both processes, drawing entry pages from one shared counter.
     ``processes=1`` does the same work in this process alone (the same files)."""
-    from bench.publish.forked import WorkCounter
+    from bench.publish.forked import WorkCounter, can_fork
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
     from bench.publish.records import parse_unchecked, read_record_texts, record_files
@@ -532,12 +538,19 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     phases: dict[str, float] = {}
     mark = _phase_timer(phases)
     texts, errors = read_record_texts(record_files([records_dir])) if records_dir.exists() else ([], [])
-    pairs, schema_errors = parse_unchecked(texts)
+    alone = processes < 2 or not can_fork()
+    if alone:
+        pairs, schema_errors = parse_unchecked(texts)
+        check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=True)
+    else:
+        # forked before parsing, and both processes parse the texts (a pure function of the text:
+        # equal records). Forked after parsing, the two shared the parsed records copy-on-write and
+        # every reference-count write copied a page: ~40,000 page copies and half a second more on
+        # each side of a 10,000-record build, more than the parse the child now does itself.
+        check = start_forked("record check", _parse_check_and_compare, texts, records_dir)
+        pairs, schema_errors = parse_unchecked(texts)
     errors += schema_errors
     mark("reading and parsing")
-    alone = processes < 2
-    # forked after parsing: the child checks the very objects the pages are built from
-    check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=alone)
     checked: list[str] | None = None
     staging: Path | None = None
     try:
@@ -605,19 +618,26 @@ class _CheckReport:
     effects: list[Any]
 
 
+def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
+    """:func:`_check_and_compare` on this process's own parse of ``texts`` (the records the schema
+    rejects are reported by the parent's parse of the same texts)."""
+    from bench.publish.records import parse_unchecked
+
+    return _check_and_compare(parse_unchecked(texts)[0], records_dir)
+
+
 def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
-    """The second process's share of a build: every record check beyond the schema on the records
-    this process inherited from the parser (:func:`bench.publish.records.check_parsed`), then, if
-    all pass, the protocol effects from them, while the first process ranks."""
+    """The second process's share of a build: every record check beyond the schema on the parsed
+    records (:func:`bench.publish.records.check_parsed`), then, if all pass, the protocol effects
+    from them, while the first process ranks."""
     from bench.publish.effects import protocol_effects
     from bench.publish.records import check_parsed
 
     records, errors = check_parsed(pairs)
     if errors:
         return _CheckReport(errors, [])
-    by_path = {str(file.relative_to(records_dir)): record for file, record in records}
-    rows = summaries([(Path(path), record) for path, record in by_path.items()])
-    return _CheckReport([], protocol_effects(rows, lambda row: by_path[row.path]))
+    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda pair: pair[0])
+    return _CheckReport([], protocol_effects(by_path))
 
 
 @dataclass
