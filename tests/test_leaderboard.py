@@ -382,3 +382,24 @@ def test_record_files_are_rglob_in_pathlib_order_without_the_folders_of_other_fi
     assert record_files([root]) == expected
     assert root / "linked" / "b.json" not in expected and root / "toy" / "studies2" / "kept.json" in expected
     assert record_files([root / "top.json", root / "a"]) == [root / "top.json", *sorted((root / "a").rglob("*.json"))]
+
+
+def test_the_runs_section_escapes_every_text_field(tmp_path) -> None:
+    """The entry pages' runs section (Python string formatting, not a template) escapes each text a
+    submitter writes, and JSON configs as the templates' ``tojson`` does."""
+    from bench.publish.records import Record
+    from bench.publish.runs_section import runs_section
+
+    write_synthetic_records(tmp_path, 12)
+    data = json.loads(sorted(tmp_path.rglob("*.json"))[0].read_text())
+    bad = '<script>x</script>&"\''
+    data["run_id"] = bad[:60]
+    data["cost"]["device"] = bad
+    data["git_commit"] = bad
+    data["package_versions"] = {"torch": bad, "diffusers": bad}
+    data["defense"]["config"]["note"] = bad
+    record = Record.model_validate_json(json.dumps(data), context={"unchecked": True})
+    html = str(runs_section([(record, f"toy/{bad}.json", bad)]))
+    assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;&amp;&#34;&#39;" in html
+    assert '"note": "\\u003cscript\\u003ex\\u003c/script\\u003e\\u0026\\"\\u0027"' in html  # tojson's escapes
+    assert html.count("<tr") == 2 and html.count("<details>") == 1  # the header row and the record's row

@@ -202,6 +202,18 @@ def resubmission_curve(correct: list[int], draws: int) -> list[dict[str, float]]
             for m in range(draws)]
 
 
+def mean_intervals(columns: "np.ndarray") -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """:func:`mean_interval` of every column of (n, M) per-image values at once: (means, lows,
+    highs), each (M,), equal bit for bit to one call per column (each column is summed as a
+    contiguous row, as numpy sums a 1-D array). A site build takes ~20,000 such intervals."""
+    import numpy as np
+
+    rows = np.ascontiguousarray(np.asarray(columns, dtype=float).T)  # (M, n)
+    means = rows.mean(axis=1) if rows.shape[1] else np.zeros(rows.shape[0])
+    low, high = wilson_intervals(means, rows.shape[1])
+    return means, low, high
+
+
 def mean_interval(values: "np.ndarray | list[float]") -> tuple[float, float, float]:
     """(mean, low, high) of per-image values in [0, 1] with the 95% Wilson score interval, n =
     number of images. The one interval this project gives any accuracy: for 0/1 values it is

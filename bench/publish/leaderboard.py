@@ -39,6 +39,7 @@ from bench.core.errors import BenchError
 from bench.core.provenance import PROJECT_ROOT
 from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED
 from bench.publish.records import Record, attack_label, threat_label, validate_paths
+from bench.publish.runs_section import pct, runs_section
 from bench.publish.svg import Series, bar_chart, line_chart
 from bench.publish.tracks import RankedEntry, Track, build_tracks
 
@@ -243,9 +244,12 @@ def _resubmission_chart(records: list[RecordSummary], where: str) -> str:
     series = []
     for r in records:
         record = parsed(r)
-        curve = [p.model_dump() for p in record.rob_m] if record.rob_m else _derived_rob_m(record)
-        series.append(Series(_unique_label(r, records), [(p["m"], p["acc"]) for p in curve],
-                             [(p["ci_low"], p["ci_high"]) for p in curve]))
+        if record.rob_m:
+            points, errors = [(p.m, p.acc) for p in record.rob_m], [(p.ci_low, p.ci_high) for p in record.rob_m]
+        else:
+            curve = _derived_rob_m(record)
+            points, errors = [(p["m"], p["acc"]) for p in curve], [(p["ci_low"], p["ci_high"]) for p in curve]
+        series.append(Series(_unique_label(r, records), points, errors))
     return line_chart(series, title=f"Resubmission risk Rob(M), White-box ({where})",
                       x_label="M (resubmissions of the same adversarial input)",
                       y_label="robust under all M", y_range=(0, 1))
@@ -355,7 +359,8 @@ def _render_entries(env: Any, rows: list[RecordSummary], tracks: list[Track], fo
         plots += _entry_plots(entry_rows) + _study_curves(entry_rows, sweeps) + _budget_curves(entry_rows)
         runs = [(parsed(r), r.path, r.attack_label) for r in entry_rows]
         (folder / f"{slugify(entry)}.html").write_text(entry_template.render(
-            entry=entry, card=_card(entry_rows[0].defense), runs=runs, plots=plots, built_at=built_at, root="..",
+            entry=entry, card=_card(entry_rows[0].defense), runs_section=runs_section(runs), plots=plots,
+            built_at=built_at, root="..",
             places=places, slug=slugify, budgets=_track_budgets(entry_rows, tracks)), encoding="utf-8")
     return written
 
@@ -674,7 +679,7 @@ class _SiteInputs:
         mark("ranking")
         env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                           trim_blocks=True, lstrip_blocks=True)
-        env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}"
+        env.filters["pct"] = pct
         env.filters["paper_url"] = paper_url
         env.filters["tex_name"] = tex_name
         env.filters["or_not_stated"] = lambda v: "not stated" if v in (None, "", "?", "unknown") else v

@@ -90,7 +90,7 @@ def competition_ranks(means: np.ndarray) -> np.ndarray:
     By hand from one argsort because ``rankdata`` over the (resamples, entries) matrix of a track
     took about a second per track; ``tests/test_ranking.py`` checks it against ``rankdata``."""
     values = -np.asarray(means, dtype=float)
-    order = np.argsort(values, axis=-1, kind="stable")
+    order = np.argsort(values, axis=-1)  # the order within ties does not matter: they get the run's first place
     ordered = np.take_along_axis(values, order, axis=-1)
     position = np.broadcast_to(np.arange(values.shape[-1]), values.shape)
     starts = np.ones(values.shape, dtype=bool)

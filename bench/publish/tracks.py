@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.attack import ATTACKS
-from bench.core.metrics import mean_interval
+from bench.core.metrics import mean_interval, mean_intervals
 from bench.protocols import PAPER, Protocol, load_protocol
 from bench.publish.conformance import protocol_differences
 from bench.publish.ranking import RANK_RESAMPLES, RANK_SEED, PairTests, coverage, rank_intervals, significant_pairs
@@ -232,7 +232,8 @@ def _rank(track: Track, records: list[Any], parsed: Any) -> None:
             cost_per_image=sum(r.attack_seconds / max(r.n_samples, 1) for r in chosen.values()),
             min_rule=float(min_rule(evaluate).mean()),
             labels_checked=all(getattr(b, "_labels_checked", False) for b in bodies))
-        ranked.rob_m = [{"m": m + 1, **dict(zip(("acc", "ci_low", "ci_high"), mean_interval(rob_m[:, m])))}
+        means, lows, highs = mean_intervals(rob_m)  # = mean_interval of each column, at once
+        ranked.rob_m = [{"m": m + 1, "acc": float(means[m]), "ci_low": float(lows[m]), "ci_high": float(highs[m])}
                         for m in range(k)]
         complete.append(ranked)
     if complete:
