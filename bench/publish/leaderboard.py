@@ -136,9 +136,17 @@ def ingest(records: list[RecordSummary], database: Path) -> None:
     engine = create_engine(f"sqlite:///{database}")
     _Base.metadata.create_all(engine)
     columns = [field.name for field in dataclasses.fields(RecordSummary)]  # = RecordRow's columns
-    with engine.begin() as connection:
-        if records:  # one Core executemany: no ORM objects, no ORM bulk-insert bookkeeping
-            connection.execute(RecordRow.__table__.insert(), [{c: getattr(r, c) for c in columns} for r in records])
+    # the driver's own executemany on tuples: SQLAlchemy's executemany spent a third of the insert
+    # turning 10,000 parameter dicts into the driver's form; the table and its schema are SQLAlchemy's
+    connection = engine.raw_connection()
+    try:
+        if records:
+            connection.cursor().executemany(
+                f"INSERT INTO {RecordRow.__table__.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [tuple(getattr(r, c) for c in columns) for r in records])
+        connection.commit()
+    finally:
+        connection.close()
     engine.dispose()
 
 
