@@ -403,3 +403,25 @@ def test_the_runs_section_escapes_every_text_field(tmp_path) -> None:
     assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;&amp;&#34;&#39;" in html
     assert '"note": "\\u003cscript\\u003ex\\u003c/script\\u003e\\u0026\\"\\u0027"' in html  # tojson's escapes
     assert html.count("<tr") == 2 and html.count("<details>") == 1  # the header row and the record's row
+
+
+def test_validation_errors_come_file_by_file(tmp_path) -> None:
+    """``bench validate`` and the site build check in passes (schema, record, summaries), but list
+    the messages in file order: a summary mismatch in the first file before a schema error in a
+    later one."""
+    from bench.publish.records import validate_paths
+
+    write_synthetic_records(tmp_path, 12)
+    first, *_, last = sorted(tmp_path.rglob("*.json"))
+    data = json.loads(first.read_text())
+    data["robust"]["expected"]["acc"] = data["robust"]["expected"]["ci_low"]  # summary not its outcomes'
+    first.write_text(json.dumps(data))
+    data = json.loads(last.read_text())
+    data["seed"] = "not a number"  # schema
+    last.write_text(json.dumps(data))
+    _, errors = validate_paths([tmp_path])
+    assert [e.partition(": ")[0] for e in errors] == [str(first), str(last)], errors
+    with pytest.raises(BenchError) as failure:
+        build_site(tmp_path, tmp_path.parent / "site")
+    message = str(failure.value)
+    assert message.index(str(first)) < message.index(str(last))

@@ -20,7 +20,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -112,11 +112,14 @@ def _records_table() -> Any:
 
     from sqlalchemy import Column, Table
 
-    columns = [
-        Column(field.name, Text if field.name == "body" else _SQL_TYPES[str(field.type)],
-               primary_key=field.name == "path", index=field.name == "entry", nullable=False)
-        for field in dataclasses.fields(RecordSummary)
-    ]
+    columns = []
+    for field in dataclasses.fields(RecordSummary):
+        annotation = str(field.type)
+        if field.name != "body" and annotation not in _SQL_TYPES:
+            raise TypeError(f"RecordSummary.{field.name} is annotated {annotation!r}, which has no SQL column type "
+                            f"(valid: {', '.join(sorted(_SQL_TYPES))}); add it to _SQL_TYPES")
+        columns.append(Column(field.name, Text if field.name == "body" else _SQL_TYPES[annotation],
+                              primary_key=field.name == "path", index=field.name == "entry", nullable=False))
     return Table("records", _Base.metadata, *columns)
 
 
@@ -545,12 +548,13 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     from bench.publish.forked import WorkCounter, can_fork
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
-    from bench.publish.records import parse_unchecked, read_record_texts, record_files
+    from bench.publish.records import in_file_order, parse_unchecked, read_record_texts, record_files
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
     mark = _phase_timer(phases)
-    texts, errors = read_record_texts(record_files([records_dir])) if records_dir.exists() else ([], [])
+    files = record_files([records_dir]) if records_dir.exists() else []
+    texts, errors = read_record_texts(files)
     alone = processes < 2 or not can_fork()
     if alone:
         pairs, schema_errors = parse_unchecked(texts)
@@ -571,12 +575,12 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         errors += literature_errors
         if errors:
             checked = check.result().errors
-            raise _invalid(errors + checked)
+            raise _invalid(in_file_order(errors + checked, files))
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
         report = check.result()
         checked = report.errors
-        mark("waiting for the record check and its comparisons")
+        mark("waiting for the record check, its comparisons and the paper's re-runs")
         site.add_comparisons(report)
     except BaseException as failure:
         if staging is not None and staging.exists():
@@ -589,11 +593,11 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             except Exception:
                 checked = []
             if checked:
-                raise _invalid(checked) from None
+                raise _invalid(in_file_order(checked, files)) from None
         raise
     if checked:
         shutil.rmtree(staging)
-        raise _invalid(checked)
+        raise _invalid(in_file_order(checked, files))
     counter = WorkCounter(len({row.entry for row in site.rows}))
     pages = start_forked("page rendering", site.render_pages, True, counter, inline=alone)
     try:
@@ -624,11 +628,14 @@ def _invalid(errors: list[str]) -> BenchError:
 @dataclass(frozen=True)
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
-    none, the protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols
-    against exact, paired), which need only the records."""
+    none, what needs only the records: the protocol effects (:class:`bench.publish.effects.Effect`:
+    approximate protocols against exact, paired), the paper's tables beside their toy re-runs and
+    the figure re-runs (:mod:`bench.publish.paper`)."""
 
     errors: list[str]
     effects: list[Any]
+    tables: list[Any] = field(default_factory=list)
+    reruns: list[Any] = field(default_factory=list)
 
 
 def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
@@ -644,13 +651,15 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _
     records (:func:`bench.publish.records.check_parsed`), then, if all pass, the protocol effects
     from them, while the first process ranks."""
     from bench.publish.effects import protocol_effects
+    from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
     records, errors = check_parsed(pairs)
     if errors:
         return _CheckReport(errors, [])
     by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda pair: pair[0])
-    return _CheckReport([], protocol_effects(by_path))
+    toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
+    return _CheckReport([], protocol_effects(by_path), table_reruns(toy, root=records_dir), paper_reruns(records_dir))
 
 
 @dataclass
@@ -676,7 +685,6 @@ class _SiteInputs:
 
         from bench.publish.literature import literature_tables
         from bench.publish.overestimates import overestimates
-        from bench.publish.paper import paper_reruns, table_reruns
         from bench.publish.sanity import load_reports
 
         (staging / "entries").mkdir(parents=True)
@@ -705,17 +713,16 @@ class _SiteInputs:
         env.globals["sanity_for"] = lambda entry, attack=None: [
             r for r in sanity if r.defense == entry and (attack is None or r.attack.split("[")[0] == attack)]
         context = {"tracks": tracks, "literature": literature_tables(literature), "n_records": len(rows),
-                   "figures": {t.table_id: _front_figure(t) for t in tracks if t.ranked},
-                   "reruns": paper_reruns(records_dir),
-                   "tables": table_reruns([(Path(r.path), parsed(r)) for r in rows if r.dataset == "toy"])}
-        mark("paper re-runs and figures")
+                   "figures": {t.table_id: _front_figure(t) for t in tracks if t.ranked}}
+        mark("front-page figures")
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
     def add_comparisons(self, report: _CheckReport) -> None:
-        """The protocol effects computed by the checking process."""
+        """What the checking process computed from the records: the protocol effects and the paper's
+        table and figure re-runs."""
         from bench.publish.effects import literature_effects
 
-        self.context["effects"] = report.effects
+        self.context.update(effects=report.effects, tables=report.tables, reruns=report.reruns)
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             report.effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 

@@ -488,10 +488,20 @@ def check_parsed(records: list[tuple[Path, Record]]) -> tuple[list[tuple[Path, R
 
 def validate_paths(paths: list[Path]) -> tuple[list[tuple[Path, Record]], list[str]]:
     """Validate every record file under ``paths`` (:func:`record_files`); returns ((file, record)
-    pairs, error messages)."""
-    texts, errors = read_record_texts(record_files(paths))
+    pairs, error messages in file order)."""
+    files = record_files(paths)
+    texts, errors = read_record_texts(files)
     records, problems = check_record_texts(texts)
-    return records, errors + problems
+    return records, in_file_order(errors + problems, files)
+
+
+def in_file_order(messages: list[str], files: list[Path]) -> list[str]:
+    """``messages`` ordered by the position in ``files`` of the file each names (its text before the
+    first ": "), each file's messages in their own order; messages naming no listed file follow, in
+    theirs. The checks run in passes (read, schema, record, summaries), so their messages come
+    pass by pass; a reader wants them file by file."""
+    position = {str(file): i for i, file in enumerate(files)}
+    return sorted(messages, key=lambda message: position.get(message.partition(": ")[0], len(position)))
 
 
 # -- export -------------------------------------------------------------------------------------
