@@ -425,3 +425,19 @@ def test_validation_errors_come_file_by_file(tmp_path) -> None:
         build_site(tmp_path, tmp_path.parent / "site")
     message = str(failure.value)
     assert message.index(str(first)) < message.index(str(last))
+
+
+def test_record_texts_are_the_files_bytes(tmp_path) -> None:
+    """A record is read as its exact bytes (CRLF kept), so the site's SHA-256 of a record is the
+    file's, as ``bench verify --report`` computes it; a non-UTF-8 file is reported, not read."""
+    import hashlib
+
+    from bench.publish.records import read_record_texts
+
+    crlf, latin = tmp_path / "a.json", tmp_path / "b.json"
+    crlf.write_bytes(b'{\r\n "x": "\xc3\xa9"\r\n}\r\n')
+    latin.write_bytes(b'{"x": "\xe9"}')
+    texts, errors = read_record_texts([crlf, latin])
+    assert [file for file, _ in texts] == [crlf]
+    assert hashlib.sha256(texts[0][1].encode("utf-8")).hexdigest() == hashlib.sha256(crlf.read_bytes()).hexdigest()
+    assert len(errors) == 1 and errors[0].startswith(f"{latin}: cannot read:")
