@@ -291,3 +291,22 @@ def test_a_file_without_runnable_cells_is_listed_with_what_it_needs(tmp_path, mo
     assert "0 cells" in (out := capsys.readouterr().out) and "not runnable here: CIFAR-100 weights" in out
     assert main(["reproduce", "paper-table7", "--dry-run"]) == 2
     assert "no cell runnable here; it needs CIFAR-100 weights" in capsys.readouterr().err
+
+
+def test_skip_recorded_leaves_out_the_cells_a_committed_record_ran(tmp_path, capsys) -> None:
+    """``--skip-recorded DIR`` matches cells to records as the site's paper page does: the shipped
+    toy records cover every cell of Table 3; a folder holding one of them covers that cell only."""
+    import shutil
+
+    from bench.core.provenance import PROJECT_ROOT
+
+    toy = PROJECT_ROOT / "results" / "toy"
+    assert main(["reproduce", "addt-table3-nfe", "--dataset", "toy", "--dry-run", "--skip-recorded", str(toy)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped, already recorded:") == 20 and "nothing to run" in out
+    one = sorted(toy.rglob("dp_ddpm-nfe=100__pgd_eot__white__n64.json"))[0]
+    shutil.copy(one, tmp_path / one.name)
+    assert main(["reproduce", "addt-table3-nfe", "--dataset", "toy", "--dry-run", "--skip-recorded", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped, already recorded:") == 1 and "19 cells" in out
+    assert main(["reproduce", "addt-table3-nfe", "--dry-run", "--skip-recorded", str(tmp_path / "none")]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.cli.common import db_url, executor_flags, progress_bar
@@ -261,6 +262,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                  attack_options=parse_overrides(args.attack_opt), device=args.device, norms=norms,
                  eval_draws=args.draws, dataset=args.dataset,
                  entries=[e.strip() for e in args.entries.split(";")] if args.entries else None)
+    if args.skip_recorded:
+        cells = _without_recorded(cells, Path(args.skip_recorded))
+        if not cells:
+            print(f"every cell is already recorded under {args.skip_recorded}: nothing to run")
+            return 0
     print(format_plan(repro, cells, ms, unit))
     if args.dry_run:
         return 0
@@ -269,6 +275,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         progress=progress_bar(f"reproduce {repro.name}"))
     print(format_results(cells))
     return 0
+
+
+def _without_recorded(cells: list[Any], folder: Path) -> list[Any]:
+    """The cells no record under ``folder`` has run (as the site's paper page matches records to
+    cells); prints the ones skipped and the record that ran each."""
+    from bench.core.errors import ConfigError
+    from bench.publish.paper import recorded_cells
+    from bench.publish.records import validate_paths
+
+    if not folder.is_dir():
+        raise ConfigError(f"--skip-recorded {folder}: not a folder (e.g. results/toy)")
+    records, problems = validate_paths([folder])
+    if problems:
+        raise ConfigError(f"--skip-recorded {folder}: {len(problems)} invalid record(s), first: {problems[0]}")
+    done = recorded_cells(cells, records)
+    for i in sorted(done):
+        print(f"skipped, already recorded: {cells[i].entry} {cells[i].norm} {cells[i].setting} -> {done[i]}")
+    return [cell for i, cell in enumerate(cells) if i not in done]
 
 
 def add_parsers(sub: Any) -> None:
@@ -347,6 +371,8 @@ def add_parsers(sub: Any) -> None:
     reproduce.add_argument("--norms", help="comma-separated subset of the paper's norms (default: all it reports)")
     reproduce.add_argument("--entries", help="semicolon-separated subset of the table's rows, as --dry-run names "
                                              "them (entries hold commas), e.g. 'gdmp;coup' (default: all)")
+    reproduce.add_argument("--skip-recorded", metavar="DIR", help="leave out the cells a record under DIR already "
+                           "ran with the same request (e.g. results/toy; matched as the site's paper page matches)")
     reproduce.add_argument("--defense-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
     reproduce.add_argument("--attack-opt", action="append", metavar="KEY=VALUE", help="applied to every cell")
     reproduce.add_argument("--gpu-ms-per-call", type=float, help="cost of one denoiser call per image for the estimate")

@@ -202,6 +202,19 @@ def _matching_record(cell: Any, index: dict[tuple[str, str, str, str], list[tupl
     return None
 
 
+def recorded_cells(cells: list[Any], records: list[tuple[Path, Any]]) -> dict[int, Path]:
+    """{position in ``cells``: the record file that already ran it} for the reproduction cells
+    (:class:`bench.harness.reproduce.Cell`) that one of ``records`` ((file, record) pairs) ran
+    exactly, as the paper page matches them (:func:`_matching_record`)."""
+    index = _index_records(records)
+    found = {}
+    for i, cell in enumerate(cells):
+        match = _matching_record(cell, index)
+        if match is not None:
+            found[i] = match[0]
+    return found
+
+
 def _interval(acc: Any) -> tuple[float, float, float]:
     return acc.expected.acc, acc.expected.ci_low, acc.expected.ci_high
 
