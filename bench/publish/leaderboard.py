@@ -580,7 +580,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
         report = check.result()
         checked = report.errors
-        mark("waiting for the record check, its comparisons and the paper's re-runs")
+        mark("waiting for the record check and the paper's re-runs")
         site.add_comparisons(report)
     except BaseException as failure:
         if staging is not None and staging.exists():
@@ -628,12 +628,10 @@ def _invalid(errors: list[str]) -> BenchError:
 @dataclass(frozen=True)
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
-    none, what needs only the records: the protocol effects (:class:`bench.publish.effects.Effect`:
-    approximate protocols against exact, paired), the paper's tables beside their toy re-runs and
-    the figure re-runs (:mod:`bench.publish.paper`)."""
+    none, what needs only the records: the paper's tables beside their toy re-runs and the figure
+    re-runs (:mod:`bench.publish.paper`)."""
 
     errors: list[str]
-    effects: list[Any]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
 
@@ -648,18 +646,16 @@ def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -
 
 def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
     """The second process's share of a build: every record check beyond the schema on the parsed
-    records (:func:`bench.publish.records.check_parsed`), then, if all pass, the protocol effects
-    from them, while the first process ranks."""
-    from bench.publish.effects import protocol_effects
+    records (:func:`bench.publish.records.check_parsed`), then, if all pass, the paper's table and
+    figure re-runs from them, while the first process ranks."""
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
     records, errors = check_parsed(pairs)
     if errors:
-        return _CheckReport(errors, [])
-    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda pair: pair[0])
+        return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    return _CheckReport([], protocol_effects(by_path), table_reruns(toy, root=records_dir), paper_reruns(records_dir))
+    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
 
 
 @dataclass
@@ -718,21 +714,30 @@ class _SiteInputs:
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
     def add_comparisons(self, report: _CheckReport) -> None:
-        """What the checking process computed from the records: the protocol effects and the paper's
-        table and figure re-runs."""
-        from bench.publish.effects import literature_effects
+        """What the checking process computed from the records: the paper's table and figure re-runs."""
+        self.context.update(tables=report.tables, reruns=report.reruns)
 
-        self.context.update(effects=report.effects, tables=report.tables, reruns=report.reruns)
+    def _add_effects(self) -> None:
+        """The protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols against
+        exact, paired), which only the front and effects pages show: computed by the process that
+        renders them, in the pages' share of the build rather than on the ranking's or the check's
+        path (the two are both busy until the pages start)."""
+        from bench.publish.effects import literature_effects, protocol_effects
+
+        effects = protocol_effects([(row.path, parsed(row)) for row in self.rows])  # rows are in path order
+        self.context["effects"] = effects
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
-            report.effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
+            effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
     def render_pages(self, child: bool, counter: WorkCounter) -> int:
-        """One process's share of the pages; returns the entry pages it wrote. The child first renders
-        the front, metrics, submit, effects and paper pages, the parent first writes the downloads
+        """One process's share of the pages; returns the entry pages it wrote. The child first computes
+        the protocol effects and renders the front, metrics, submit, effects and paper pages, the
+        parent first writes the downloads
         (:meth:`write_downloads`); then both take entry pages from ``counter`` until none are left,
         so whichever is done first takes more (no fixed split to tune per machine or board)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
         if child:
+            self._add_effects()
             for page in ("index", "metrics", "submit", "effects", "paper"):
                 (self.staging / f"{page}.html").write_text(
                     self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
