@@ -174,3 +174,21 @@ def test_inference_plan_stays_within_its_budget(name: str, config: dict) -> None
     with PeakMemory() as peak:
         target.eval_predictions(torch.rand(samples, 1, 8, 8), draws)
     assert peak.peak <= budget, (plan, peak.peak, budget)
+
+
+def test_the_memory_probe_leaves_no_graph_behind() -> None:
+    """Measuring a model's saved bytes keeps nothing alive: the probe's saved-tensor hook stores no
+    tensor (a hook that returns the tensor makes a cycle through autograd that Python's collector
+    cannot free, and every run leaked the probe's graph)."""
+    import gc
+
+    model = tiny_model("dp_ddpm")
+
+    def graph_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None)
+
+    before = graph_tensors()
+    for _ in range(2):
+        assert saved_bytes_per_sample(model, (1, 8, 8), torch.device("cpu"), torch.float32) > 0
+    assert graph_tensors() == before
