@@ -176,13 +176,14 @@ def test_inference_plan_stays_within_its_budget(name: str, config: dict) -> None
     assert peak.peak <= budget, (plan, peak.peak, budget)
 
 
-def test_the_memory_probe_leaves_no_graph_behind() -> None:
-    """Measuring a model's saved bytes keeps nothing alive: the probe's saved-tensor hook stores no
-    tensor (a hook that returns the tensor makes a cycle through autograd that Python's collector
-    cannot free, and every run leaked the probe's graph)."""
+@pytest.mark.parametrize("name", ["dp_ddpm", "coup"])  # coup differentiates inside its forward (guidance)
+def test_the_memory_probe_leaves_no_graph_behind(name: str) -> None:
+    """Measuring a model's saved bytes keeps nothing alive: the graph of the probe's saved-tensor
+    hook holds indices, not tensors (a hook that returns the tensor makes a cycle through autograd
+    that Python's collector cannot free, and every run leaked the probe's graph)."""
     import gc
 
-    model = tiny_model("dp_ddpm")
+    model = tiny_model(name)
 
     def graph_tensors() -> int:
         gc.collect()

@@ -66,10 +66,6 @@ def _zero_noise(model: DefendedClassifier, batch: int, sample_shape: tuple[int, 
     return NoiseBatch({k: torch.zeros((s.steps, batch, *s.shape), device=device, dtype=dtype) for k, s in spec.items()})
 
 
-def _not_differentiable(_packed: None) -> torch.Tensor:
-    raise RuntimeError("the memory probe's forward keeps no tensors and cannot be differentiated")
-
-
 def saved_bytes_per_sample(
     model: DefendedClassifier, sample_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
 ) -> int:
@@ -80,21 +76,24 @@ def saved_bytes_per_sample(
         seen: set[int] = set()
         kept: list[torch.Tensor] = []  # alive until the probe ends, so no storage is reused and counted twice
 
-        def pack(tensor: torch.Tensor, batch: int = batch, seen: set[int] = seen, kept: list = kept) -> None:
+        def pack(tensor: torch.Tensor, batch: int = batch, seen: set[int] = seen, kept: list = kept) -> int:
             storage = tensor.untyped_storage()
             if storage.data_ptr() not in seen:
                 seen.add(storage.data_ptr())
                 saved[batch] += storage.nbytes()
-            # kept here, not in the graph: the probe is never differentiated. Returned to the graph,
-            # the tensors held the graph that held them, a cycle through C++ that Python's collector
-            # cannot see: every run leaked the probe's whole graph (22,000 tensors on dp_ddpm)
+            # the graph keeps an index, the tensor stays in ``kept``: handed back to the graph, the
+            # tensors held the graph that held them, a cycle through C++ that Python's collector
+            # cannot see, and every run leaked the probe's whole graph (22,000 tensors on dp_ddpm).
+            # (Guided defenses differentiate inside their forward, so unpacking must work.)
             kept.append(tensor)
-            return None
+            return len(kept) - 1
 
         x = torch.full((batch, *sample_shape), 0.5, device=device, dtype=dtype, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, _not_differentiable):
-            model(x, _zero_noise(model, batch, sample_shape, device, dtype))
-        kept.clear()
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, kept.__getitem__):
+                model(x, _zero_noise(model, batch, sample_shape, device, dtype))
+        finally:
+            kept.clear()  # the graph's unpack hook holds ``kept``: emptied, nothing of the probe stays
     return max(saved[2] - saved[1], 1)
 
 
