@@ -17,7 +17,6 @@ from typing import Any
 from bench.core.errors import ConfigError, UnknownNameError
 
 PROTOCOL_DIR = Path(__file__).resolve().parent
-
 _parsed_files: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
@@ -33,6 +32,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             _parsed_files[key] = tomllib.load(handle)
     return copy.deepcopy(_parsed_files[key])
+
+
 PAPER = "paper"
 DEFAULT_FOR_DATASET = {"toy": "toy"}  # datasets without an entry use the paper's budgets
 

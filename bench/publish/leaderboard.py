@@ -548,7 +548,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     from bench.publish.forked import WorkCounter, can_fork
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
-    from bench.publish.records import in_file_order, parse_unchecked, read_record_texts, record_files
+    from bench.publish.records import parse_unchecked, read_record_texts, record_files
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
@@ -575,7 +575,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         errors += literature_errors
         if errors:
             checked = check.result().errors
-            raise _invalid(in_file_order(errors + checked, files))
+            raise _invalid(errors + checked, files)
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
         report = check.result()
@@ -593,11 +593,11 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             except Exception:
                 checked = []
             if checked:
-                raise _invalid(in_file_order(checked, files)) from None
+                raise _invalid(checked, files) from None
         raise
     if checked:
         shutil.rmtree(staging)
-        raise _invalid(in_file_order(checked, files))
+        raise _invalid(checked, files)
     counter = WorkCounter(len({row.entry for row in site.rows}))
     pages = start_forked("page rendering", site.render_pages, True, counter, inline=alone)
     try:
@@ -621,8 +621,12 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             "seconds": time.perf_counter() - started, "out": str(out), "phases": phases}
 
 
-def _invalid(errors: list[str]) -> BenchError:
-    return BenchError(f"{len(errors)} invalid record(s); the site was not built:\n" + "\n".join(errors))
+def _invalid(errors: list[str], files: list[Path]) -> BenchError:
+    """The build's error for invalid records: their messages file by file (in the order of ``files``)."""
+    from bench.publish.records import in_file_order
+
+    listed = "\n".join(in_file_order(errors, files))
+    return BenchError(f"{len(errors)} invalid record(s); the site was not built:\n{listed}")
 
 
 @dataclass(frozen=True)
@@ -732,9 +736,9 @@ class _SiteInputs:
     def render_pages(self, child: bool, counter: WorkCounter) -> int:
         """One process's share of the pages; returns the entry pages it wrote. The child first computes
         the protocol effects and renders the front, metrics, submit, effects and paper pages, the
-        parent first writes the downloads
-        (:meth:`write_downloads`); then both take entry pages from ``counter`` until none are left,
-        so whichever is done first takes more (no fixed split to tune per machine or board)."""
+        parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
+        ``counter`` until none are left, so whichever is done first takes more (no fixed split to
+        tune per machine or board)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
         if child:
             self._add_effects()
