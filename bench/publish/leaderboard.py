@@ -134,9 +134,12 @@ def ingest(records: list[RecordSummary], database: Path) -> None:
     """(Re)create ``database`` holding exactly ``records`` (:func:`summaries`)."""
     import dataclasses
 
+    from sqlalchemy import event
+
     if database.exists():
         database.unlink()
     engine = create_engine(f"sqlite:///{database}")
+    event.listen(engine, "connect", _fresh_file_pragmas)
     _Base.metadata.create_all(engine)
     columns = [field.name for field in dataclasses.fields(RecordSummary)]  # = RecordRow's columns
     # the driver's own executemany on tuples: SQLAlchemy's executemany spent a third of the insert
@@ -151,6 +154,18 @@ def ingest(records: list[RecordSummary], database: Path) -> None:
     finally:
         connection.close()
     engine.dispose()
+
+
+def _fresh_file_pragmas(connection: Any, _record: Any) -> None:
+    """SQLite settings for a database written once, from scratch, into the build's staging folder:
+    64 KiB pages (a record's JSON body, ~9 KB, fits one page instead of a chain of 4 KiB overflow
+    pages) and no rollback journal or fsync (a build that fails deletes the whole staging folder, and
+    the site goes live by renaming that folder, so SQLite's own crash safety buys nothing here).
+    Together a 10,000-record database is written in a fifth of the time (0.7 -> 0.14 s)."""
+    cursor = connection.cursor()
+    for pragma in ("page_size = 65536", "journal_mode = OFF", "synchronous = OFF"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
 
 
 def summaries(records: list[tuple[Path, Record]]) -> list[RecordSummary]:
@@ -633,11 +648,12 @@ def _invalid(errors: list[str], files: list[Path]) -> BenchError:
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
     none, what needs only the records: the paper's tables beside their toy re-runs and the figure
-    re-runs (:mod:`bench.publish.paper`)."""
+    re-runs (:mod:`bench.publish.paper`), and the protocol effects (:mod:`bench.publish.effects`)."""
 
     errors: list[str]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
+    effects: list[Any] = field(default_factory=list)
 
 
 def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
@@ -650,8 +666,11 @@ def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -
 
 def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
     """The second process's share of a build: every record check beyond the schema on the parsed
-    records (:func:`bench.publish.records.check_parsed`), then, if all pass, the paper's table and
-    figure re-runs from them, while the first process ranks."""
+    records (:func:`bench.publish.records.check_parsed`), then, if all pass, what needs only the
+    records: the paper's table and figure re-runs and the protocol effects (approximate protocols
+    against exact, paired), while the first process ranks. The effects take the records in the
+    order of the site's rows (by relative path: the first exact record of a key is the reference)."""
+    from bench.publish.effects import protocol_effects
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
@@ -659,7 +678,8 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _
     if errors:
         return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
+    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda p: p[0])
+    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir), protocol_effects(by_path))
 
 
 @dataclass
@@ -718,30 +738,23 @@ class _SiteInputs:
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
     def add_comparisons(self, report: _CheckReport) -> None:
-        """What the checking process computed from the records: the paper's table and figure re-runs."""
-        self.context.update(tables=report.tables, reruns=report.reruns)
+        """What the checking process computed from the records: the paper's table and figure re-runs
+        and the protocol effects (:class:`bench.publish.effects.Effect`), which only the front and
+        effects pages show."""
+        from bench.publish.effects import literature_effects
 
-    def _add_effects(self) -> None:
-        """The protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols against
-        exact, paired), which only the front and effects pages show: computed by the process that
-        renders them, in the pages' share of the build rather than on the ranking's or the check's
-        path (the two are both busy until the pages start)."""
-        from bench.publish.effects import literature_effects, protocol_effects
-
-        effects = protocol_effects([(row.path, parsed(row)) for row in self.rows])  # rows are in path order
-        self.context["effects"] = effects
+        effects = report.effects
+        self.context.update(tables=report.tables, reruns=report.reruns, effects=effects)
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
     def render_pages(self, child: bool, counter: WorkCounter) -> int:
-        """One process's share of the pages; returns the entry pages it wrote. The child first computes
-        the protocol effects and renders the front, metrics, submit, effects and paper pages, the
-        parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
+        """One process's share of the pages; returns the entry pages it wrote. The child first renders
+        the front, metrics, submit, effects and paper pages, the parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
         ``counter`` until none are left, so whichever is done first takes more (no fixed split to
         tune per machine or board)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
         if child:
-            self._add_effects()
             for page in ("index", "metrics", "submit", "effects", "paper"):
                 (self.staging / f"{page}.html").write_text(
                     self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
