@@ -76,6 +76,7 @@ def test_the_leaderboard_timing_runs_at_small_n_and_writes_a_report(tmp_path) ->
 
     line = perf.measure_leaderboard_build(30)
     assert line.startswith("(e) leaderboard build: 30 records") and "target <= 5 s" in line
+    assert float(line.split("; ")[1].split(" CPU seconds in all processes")[0]) > 0
     report = tmp_path / "performance-report.md"
     assert main(["perf", "--leaderboard", "24", "--report", str(report)]) == 0
     text = report.read_text()
