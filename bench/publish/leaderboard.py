@@ -11,6 +11,7 @@ on the entry page, never used for ranking.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -571,15 +572,19 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     files = record_files([records_dir]) if records_dir.exists() else []
     texts, errors = read_record_texts(files)
     alone = processes < 2 or not can_fork()
+    # the protocol effects need only the records: whichever process finishes its own share first
+    # (the checking child: parse, check, the paper's re-runs; this one: parse, rank, overestimates)
+    # takes them, so neither waits for the other while they run (a one-item shared counter)
+    effects_claim = WorkCounter(1, chunk=1)
     if alone:
         pairs, schema_errors = parse_unchecked(texts)
-        check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=True)
+        check = start_forked("record check", _check_and_compare, pairs, records_dir, effects_claim, inline=True)
     else:
         # forked before parsing, and both processes parse the texts (a pure function of the text:
         # equal records). Forked after parsing, the two shared the parsed records copy-on-write and
         # every reference-count write copied a page: ~40,000 page copies and half a second more on
         # each side of a 10,000-record build, more than the parse the child now does itself.
-        check = start_forked("record check", _parse_check_and_compare, texts, records_dir)
+        check = start_forked("record check", _parse_check_and_compare, texts, records_dir, effects_claim)
         pairs, schema_errors = parse_unchecked(texts)
     errors += schema_errors
     mark("reading and parsing")
@@ -593,10 +598,12 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             raise _invalid(errors + checked, files)
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
+        effects = site.protocol_effects() if effects_claim.take() else None
+        mark("protocol effects, if the check was still running")
         report = check.result()
         checked = report.errors
         mark("waiting for the record check and the paper's re-runs")
-        site.add_comparisons(report)
+        site.add_comparisons(report, effects)
     except BaseException as failure:
         if staging is not None and staging.exists():
             shutil.rmtree(staging)
@@ -648,28 +655,30 @@ def _invalid(errors: list[str], files: list[Path]) -> BenchError:
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
     none, what needs only the records: the paper's tables beside their toy re-runs and the figure
-    re-runs (:mod:`bench.publish.paper`), and the protocol effects (:mod:`bench.publish.effects`)."""
+    re-runs (:mod:`bench.publish.paper`), and the protocol effects (:mod:`bench.publish.effects`)
+    when it claimed them (None: the other process computes them)."""
 
     errors: list[str]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
-    effects: list[Any] = field(default_factory=list)
+    effects: list[Any] | None = None
 
 
-def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
+def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path, effects_claim: WorkCounter) -> _CheckReport:
     """:func:`_check_and_compare` on this process's own parse of ``texts`` (the records the schema
     rejects are reported by the parent's parse of the same texts)."""
     from bench.publish.records import parse_unchecked
 
-    return _check_and_compare(parse_unchecked(texts)[0], records_dir)
+    return _check_and_compare(parse_unchecked(texts)[0], records_dir, effects_claim)
 
 
-def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
+def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path, effects_claim: WorkCounter) -> _CheckReport:
     """The second process's share of a build: every record check beyond the schema on the parsed
     records (:func:`bench.publish.records.check_parsed`), then, if all pass, what needs only the
-    records: the paper's table and figure re-runs and the protocol effects (approximate protocols
-    against exact, paired), while the first process ranks. The effects take the records in the
-    order of the site's rows (by relative path: the first exact record of a key is the reference)."""
+    records: the paper's table and figure re-runs, and the protocol effects if this process claims
+    them first (approximate protocols against exact, paired), while the first process ranks. The
+    effects take the records in the order of the site's rows (by relative path: the first exact
+    record of a key is the reference), as :meth:`_SiteInputs.protocol_effects` does."""
     from bench.publish.effects import protocol_effects
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
@@ -678,8 +687,11 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _
     if errors:
         return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda p: p[0])
-    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir), protocol_effects(by_path))
+    report = _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
+    if effects_claim.take():
+        by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda p: p[0])
+        report = dataclasses.replace(report, effects=protocol_effects(by_path))
+    return report
 
 
 @dataclass
@@ -737,13 +749,23 @@ class _SiteInputs:
         mark("front-page figures")
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
-    def add_comparisons(self, report: _CheckReport) -> None:
-        """What the checking process computed from the records: the paper's table and figure re-runs
-        and the protocol effects (:class:`bench.publish.effects.Effect`), which only the front and
-        effects pages show."""
+    def protocol_effects(self) -> list[Any]:
+        """The protocol effects (:class:`bench.publish.effects.Effect`) from this process's records,
+        in the order of the rows (by path)."""
+        from bench.publish.effects import protocol_effects
+
+        return protocol_effects([(row.path, parsed(row)) for row in self.rows])
+
+    def add_comparisons(self, report: _CheckReport, effects: list[Any] | None) -> None:
+        """What only the records give: the paper's table and figure re-runs (from the checking
+        process) and the protocol effects, which only the front and effects pages show (``effects``
+        when this process computed them, else the checking process's)."""
         from bench.publish.effects import literature_effects
 
-        effects = report.effects
+        if effects is None:
+            effects = report.effects
+        if effects is None:
+            raise BenchError("internal: neither process computed the protocol effects")
         self.context.update(tables=report.tables, reruns=report.reruns, effects=effects)
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
