@@ -441,25 +441,3 @@ def test_record_texts_are_the_files_bytes(tmp_path) -> None:
     assert [file for file, _ in texts] == [crlf]
     assert hashlib.sha256(texts[0][1].encode("utf-8")).hexdigest() == hashlib.sha256(crlf.read_bytes()).hexdigest()
     assert len(errors) == 1 and errors[0].startswith(f"{latin}: cannot read:")
-
-
-def test_the_protocol_effects_are_the_same_whichever_process_computes_them(tmp_path) -> None:
-    """The build's two processes race for the protocol effects (a one-item shared counter): the
-    checking process computes them from its own parse, or the ranking process from its rows. Both
-    give the same effects, and only the claimant computes them."""
-    from types import SimpleNamespace
-
-    from bench.publish.forked import WorkCounter
-    from bench.publish.leaderboard import _check_and_compare, _register_parsed, _SiteInputs
-    from bench.publish.records import parse_unchecked, read_record_texts, record_files
-
-    root = tmp_path / "results"
-    write_synthetic_records(root, 48)  # aa_rand beside aa_rand_fixed: effects to pair
-    pairs, errors = parse_unchecked(read_record_texts(record_files([root]))[0])
-    assert not errors
-    report = _check_and_compare(pairs, root, WorkCounter(1, chunk=1))
-    rows = _register_parsed(pairs, root)[2]
-    assert report.effects and report.effects == _SiteInputs.protocol_effects(SimpleNamespace(rows=rows))
-    taken = WorkCounter(1, chunk=1)
-    assert list(taken.take()) == [0]
-    assert _check_and_compare(pairs, root, taken).effects is None

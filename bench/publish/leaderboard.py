@@ -11,7 +11,6 @@ on the entry page, never used for ranking.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import io
 import json
@@ -572,19 +571,15 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     files = record_files([records_dir]) if records_dir.exists() else []
     texts, errors = read_record_texts(files)
     alone = processes < 2 or not can_fork()
-    # the protocol effects need only the records: whichever process finishes its own share first
-    # (the checking child: parse, check, the paper's re-runs; this one: parse, rank, overestimates)
-    # takes them, so neither waits for the other while they run (a one-item shared counter)
-    effects_claim = WorkCounter(1, chunk=1)
     if alone:
         pairs, schema_errors = parse_unchecked(texts)
-        check = start_forked("record check", _check_and_compare, pairs, records_dir, effects_claim, inline=True)
+        check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=True)
     else:
         # forked before parsing, and both processes parse the texts (a pure function of the text:
         # equal records). Forked after parsing, the two shared the parsed records copy-on-write and
         # every reference-count write copied a page: ~40,000 page copies and half a second more on
         # each side of a 10,000-record build, more than the parse the child now does itself.
-        check = start_forked("record check", _parse_check_and_compare, texts, records_dir, effects_claim)
+        check = start_forked("record check", _parse_check_and_compare, texts, records_dir)
         pairs, schema_errors = parse_unchecked(texts)
     errors += schema_errors
     mark("reading and parsing")
@@ -598,12 +593,10 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             raise _invalid(errors + checked, files)
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
-        effects = site.protocol_effects() if effects_claim.take() else None
-        mark("protocol effects, if the check was still running")
         report = check.result()
         checked = report.errors
         mark("waiting for the record check and the paper's re-runs")
-        site.add_comparisons(report, effects)
+        site.add_comparisons(report)
     except BaseException as failure:
         if staging is not None and staging.exists():
             shutil.rmtree(staging)
@@ -655,31 +648,25 @@ def _invalid(errors: list[str], files: list[Path]) -> BenchError:
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
     none, what needs only the records: the paper's tables beside their toy re-runs and the figure
-    re-runs (:mod:`bench.publish.paper`), and the protocol effects (:mod:`bench.publish.effects`)
-    when it claimed them (None: the other process computes them)."""
+    re-runs (:mod:`bench.publish.paper`)."""
 
     errors: list[str]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
-    effects: list[Any] | None = None
 
 
-def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path, effects_claim: WorkCounter) -> _CheckReport:
+def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
     """:func:`_check_and_compare` on this process's own parse of ``texts`` (the records the schema
     rejects are reported by the parent's parse of the same texts)."""
     from bench.publish.records import parse_unchecked
 
-    return _check_and_compare(parse_unchecked(texts)[0], records_dir, effects_claim)
+    return _check_and_compare(parse_unchecked(texts)[0], records_dir)
 
 
-def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path, effects_claim: WorkCounter) -> _CheckReport:
+def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
     """The second process's share of a build: every record check beyond the schema on the parsed
-    records (:func:`bench.publish.records.check_parsed`), then, if all pass, what needs only the
-    records: the paper's table and figure re-runs, and the protocol effects if this process claims
-    them first (approximate protocols against exact, paired), while the first process ranks. The
-    effects take the records in the order of the site's rows (by relative path: the first exact
-    record of a key is the reference), as :meth:`_SiteInputs.protocol_effects` does."""
-    from bench.publish.effects import protocol_effects
+    records (:func:`bench.publish.records.check_parsed`), then, if all pass, the paper's table and
+    figure re-runs from them, while the first process ranks."""
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
@@ -687,11 +674,7 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path, effe
     if errors:
         return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    report = _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
-    if effects_claim.take():
-        by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda p: p[0])
-        report = dataclasses.replace(report, effects=protocol_effects(by_path))
-    return report
+    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
 
 
 @dataclass
@@ -749,34 +732,31 @@ class _SiteInputs:
         mark("front-page figures")
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
-    def protocol_effects(self) -> list[Any]:
-        """The protocol effects (:class:`bench.publish.effects.Effect`) from this process's records,
-        in the order of the rows (by path)."""
-        from bench.publish.effects import protocol_effects
+    def add_comparisons(self, report: _CheckReport) -> None:
+        """What the checking process computed from the records: the paper's table and figure re-runs."""
+        self.context.update(tables=report.tables, reruns=report.reruns)
 
-        return protocol_effects([(row.path, parsed(row)) for row in self.rows])
+    def _add_effects(self) -> None:
+        """The protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols against
+        exact, paired), which only the front and effects pages show: computed by the process that
+        renders them, in the pages' share of the build rather than on the ranking's or the check's
+        path (the two are both busy until the pages start)."""
+        from bench.publish.effects import literature_effects, protocol_effects
 
-    def add_comparisons(self, report: _CheckReport, effects: list[Any] | None) -> None:
-        """What only the records give: the paper's table and figure re-runs (from the checking
-        process) and the protocol effects, which only the front and effects pages show (``effects``
-        when this process computed them, else the checking process's)."""
-        from bench.publish.effects import literature_effects
-
-        if effects is None:
-            effects = report.effects
-        if effects is None:
-            raise BenchError("internal: neither process computed the protocol effects")
-        self.context.update(tables=report.tables, reruns=report.reruns, effects=effects)
+        effects = protocol_effects([(row.path, parsed(row)) for row in self.rows])  # rows are in path order
+        self.context["effects"] = effects
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
     def render_pages(self, child: bool, counter: WorkCounter) -> int:
-        """One process's share of the pages; returns the entry pages it wrote. The child first renders
-        the front, metrics, submit, effects and paper pages, the parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
+        """One process's share of the pages; returns the entry pages it wrote. The child first computes
+        the protocol effects and renders the front, metrics, submit, effects and paper pages, the
+        parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
         ``counter`` until none are left, so whichever is done first takes more (no fixed split to
         tune per machine or board)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
         if child:
+            self._add_effects()
             for page in ("index", "metrics", "submit", "effects", "paper"):
                 (self.staging / f"{page}.html").write_text(
                     self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
