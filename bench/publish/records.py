@@ -39,8 +39,8 @@ Unit = Field(ge=0.0, le=1.0)
 class Interval(BaseModel):
     """An accuracy and its 95% interval. That the interval contains the accuracy is checked with
     the record's shapes (:meth:`Record.check_shapes`), not by a validator here: a model validator is
-    a Python call from pydantic's parser for each of a record's ~16 intervals, a tenth of the parse
-    that both processes of a site build run on every record."""
+    a Python call from pydantic's parser for each of a record's ~16 intervals (160,000 calls in the
+    parse of a 10,000-record board, which both processes of a site build run)."""
 
     model_config = ConfigDict(extra="forbid")
     acc: float = Unit
