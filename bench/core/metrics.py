@@ -122,11 +122,15 @@ def paired_differences(pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
 
 def percentiles(values: "np.ndarray", q: Sequence[float], axis: int = 0) -> "np.ndarray":
     """``np.percentile(values, q, axis=axis)`` (the default linear method, Hyndman & Fan type 7),
-    bit for bit, from one ``np.partition`` at the few order statistics it needs.
+    bit for bit, from the two order statistics around each percentile: one ``np.partition`` at the
+    one nearer an end of the axis, the other then being the extreme of the short side.
 
     By hand because ``np.percentile`` over a (10,000 resamples, m) bootstrap matrix took three
-    times as long (a site build takes a dozen such percentiles); ``tests/test_metrics.py`` checks
-    equality with ``np.percentile``. Returns (len(q), *other axes)."""
+    times as long (a site build takes a dozen such percentiles). One single-index partition per
+    percentile rather than one ``np.partition`` at all the indices: numpy partitions the range
+    again for every further index, and for the 2.5th and 97.5th percentiles of a (1,668, 10,000)
+    matrix two single-index partitions plus an extreme over 250 values each took 0.10 s against
+    0.25 s. ``tests/test_metrics.py`` checks equality with ``np.percentile``. Returns (len(q), *other axes)."""
     import numpy as np
 
     values = np.asarray(values)
@@ -136,9 +140,25 @@ def percentiles(values: "np.ndarray", q: Sequence[float], axis: int = 0) -> "np.
     below = np.clip(np.floor(virtual), 0, n - 1).astype(np.intp)
     above = np.clip(below + 1, 0, n - 1)
     gamma = np.where(virtual < 0, 0.0, np.where(virtual >= n - 1, 1.0, virtual - np.floor(virtual)))
-    ordered = np.partition(values, np.unique(np.concatenate([below, above])), axis=axis)
-    low = np.moveaxis(np.take(ordered, below, axis=axis), axis, 0).astype(float)
-    high = np.moveaxis(np.take(ordered, above, axis=axis), axis, 0).astype(float)
+
+    def along(part: slice) -> tuple[slice, ...]:
+        return (slice(None),) * (axis % values.ndim) + (part,)
+
+    lows, highs = [], []
+    for lower, upper in zip(below.tolist(), above.tolist()):
+        # upper is lower + 1, or both are n - 1 (the top end, clipped). Partitioned at the one nearer
+        # an end, the other is the extreme of the short side: the largest of the `upper` smallest
+        # values, or the smallest of those after index `lower`.
+        if upper <= n - 1 - lower:
+            ordered = np.partition(values, upper, axis=axis)
+            highs.append(np.take(ordered, upper, axis=axis))
+            lows.append(highs[-1] if lower == upper else ordered[along(slice(0, upper))].max(axis=axis))
+        else:
+            ordered = np.partition(values, lower, axis=axis)
+            lows.append(np.take(ordered, lower, axis=axis))
+            highs.append(lows[-1] if lower == upper else ordered[along(slice(lower + 1, None))].min(axis=axis))
+    low = np.stack(lows).astype(float)
+    high = np.stack(highs).astype(float)
     t = gamma.reshape((-1,) + (1,) * (low.ndim - 1))
     difference = high - low
     out = low + difference * t  # numpy's _lerp, including its t >= 0.5 branch
