@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from bench.core.attack import ATTACKS
@@ -20,25 +22,23 @@ from bench.protocols import Protocol
 
 
 @functools.lru_cache(maxsize=1024)
-def _expected_attack_config(protocol_key: str, dataset: str, attack: str, norm: str, eps: float) -> str:
-    """The attack config the runner resolves for this track (JSON, cached: a 10,000-record board
-    asks for the same few combinations again and again). It does not depend on the defense."""
+def _expected_attack_config(protocol_key: str, dataset: str, attack: str, norm: str, eps: float) -> Mapping[str, Any]:
+    """The attack config the runner resolves for this track, as JSON gives it back (tuples as lists),
+    read-only and cached: a 10,000-record board asks for the same few combinations again and again.
+    It does not depend on the defense."""
     from bench.harness.runner import RunRequest, normalized_request
 
     request = RunRequest(defense="none", attack=attack, norm=norm, eps=eps, dataset=dataset, protocol=protocol_key,
                          classifier="-")  # the attack config depends on neither
-    return json.dumps(normalized_request(request).attack_config, sort_keys=True, default=list)
+    return MappingProxyType(json.loads(json.dumps(normalized_request(request).attack_config, sort_keys=True, default=list)))
 
 
 @functools.lru_cache(maxsize=64)
-def _attack_defaults_json(attack: str) -> str:
+def _attack_defaults(attack: str) -> Mapping[str, Any]:
+    """The attack's default config as JSON gives it back, read-only and cached."""
     import dataclasses
 
-    return json.dumps(dataclasses.asdict(ATTACKS.get(attack).config_cls()), default=list)
-
-
-def _attack_defaults(attack: str) -> dict[str, Any]:
-    return json.loads(_attack_defaults_json(attack))
+    return MappingProxyType(json.loads(json.dumps(dataclasses.asdict(ATTACKS.get(attack).config_cls()), default=list)))
 
 
 def _plain(value: Any) -> Any:
@@ -69,12 +69,14 @@ def protocol_differences(record: Any, protocol: Protocol) -> list[str]:
         if _plain(stated) != _plain(value):
             differences.append(f"defense {key}={stated}, not {value}")
     try:
-        expected = json.loads(_expected_attack_config(protocol.key, record.dataset.name, record.attack.name,
-                                                      record.threat_model.norm, record.threat_model.eps))
+        expected = _expected_attack_config(protocol.key, record.dataset.name, record.attack.name,
+                                           record.threat_model.norm, record.threat_model.eps)
     except BenchError as err:
         return differences + [f"attack config not checkable: {err}"]
     retired = set(ATTACKS.get(record.attack.name).retired_options)
     stated = {k: v for k, v in record.attack.config.items() if k not in retired}
+    if stated == expected:  # the usual case; equal values are _same (and NaN, never equal, goes the long way)
+        return differences
     defaults = _attack_defaults(record.attack.name)
     for key in sorted(set(expected) | set(stated)):
         if key not in stated:

@@ -6,6 +6,7 @@ or CDN) is a few dozen lines; every text node is XML-escaped.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,16 +60,27 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [low + i * step for i in range(count)]
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A line chart's frame: its SVG up to the data (title, box, grid, ticks, axis labels) and
+    the geometry the data is placed by."""
+
+    head: tuple[str, ...]
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    x_low: float
+    x_span: float
+    y_low: float
+    y_span: float
+
+
 def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str, log_x: bool = False,
                y_range: tuple[float, float] | None = None, width: int = 560, height: int = 340) -> str:
     """An SVG document with one polyline (plus markers and error bars) per series; the legend's
     column and the title's lines are sized to their text, so nothing overflows the viewBox."""
     legend = max((text_width(s.label) for s in series), default=0.0)
-    left, right, bottom = 60, int(legend) + 44, 46
-    width = max(width, left + 280 + right)
-    title_lines, title_height = _title(title, width)
-    top = title_height + 16
-    plot_w, plot_h = width - left - right, height - top - bottom
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points] + [v for s in series for e in (s.errors or []) for v in e]
     if not xs:
@@ -80,33 +92,14 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
     y_low, y_high = y_range or (min(ys), max(ys))
     if y_high == y_low:
         y_low, y_high = y_low - 0.5, y_high + 0.5
-
-    x_span, y_span = x_high - x_low, y_high - y_low
-
-    def px(x: float) -> float:
-        return left + (fx(x) - x_low) / x_span * plot_w
-
-    def py(y: float) -> float:
-        return top + (1 - (y - y_low) / y_span) * plot_h
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
-        f'<title>{escape(title)}</title>',
-        *title_lines,
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
-    ]
-    for tick in _ticks(y_low, y_high):
-        out.append(f'<line x1="{left - 4}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
-    x_ticks = sorted({x for x in xs})
-    if len(x_ticks) > 10:
-        x_ticks = [10 ** t for t in _ticks(x_low, x_high)] if log_x else _ticks(x_low, x_high)
-    for tick in x_ticks:
-        out.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{tick:.4g}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
+    frame_inputs = (title, x_label, y_label, log_x, int(legend), width, height, x_low, x_high, y_low, y_high,
+                    tuple(sorted(set(xs))))
+    # the cache treats -0.0 as 0.0, which a tick label would print as "-0": such frames are not cached
+    signed_zero = any(v == 0 and math.copysign(1.0, v) < 0 for v in (x_low, x_high, y_low, y_high, *frame_inputs[-1]))
+    frame = (_line_frame.__wrapped__ if signed_zero else _line_frame)(*frame_inputs)
+    left, top, plot_w, plot_h = frame.left, frame.top, frame.plot_w, frame.plot_h
+    x_span, y_span = frame.x_span, frame.y_span
+    out = list(frame.head)
     # Each x's pixel and label formatted once per chart, each y's pixel once per point, the arithmetic
     # inline (px / py's exact expressions): a site build draws a few thousand charts of a few dozen
     # points, and the per-point function calls were most of their cost.
@@ -135,6 +128,45 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
         out.append(f'<text x="{left + plot_w + 32}" y="{legend_y}">{label}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _line_frame(title: str, x_label: str, y_label: str, log_x: bool, legend: int, width: int, height: int,
+                x_low: float, x_high: float, y_low: float, y_high: float, x_values: tuple[float, ...]) -> _Frame:
+    """The frame of :func:`line_chart` (cached: a site build draws thousands of charts on a few
+    hundred frames, e.g. every entry's worst-case curve on its track's)."""
+    left, right, bottom = 60, legend + 44, 46
+    width = max(width, left + 280 + right)
+    title_lines, title_height = _title(title, width)
+    top = title_height + 16
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_span, y_span = x_high - x_low, y_high - y_low
+
+    def px(x: float) -> float:
+        return left + ((math.log10(x) if log_x else x) - x_low) / x_span * plot_w
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y_low) / y_span) * plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="sans-serif" font-size="11" role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">',
+        f'<title>{escape(title)}</title>',
+        *title_lines,
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+    ]
+    for tick in _ticks(y_low, y_high):
+        out.append(f'<line x1="{left - 4}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.3g}</text>')
+    x_ticks = list(x_values)
+    if len(x_ticks) > 10:
+        x_ticks = [10 ** t for t in _ticks(x_low, x_high)] if log_x else _ticks(x_low, x_high)
+    for tick in x_ticks:
+        out.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 15}" text-anchor="middle">{tick:.4g}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
+    return _Frame(tuple(out), left, top, plot_w, plot_h, x_low, x_span, y_low, y_span)
 
 
 def bar_chart(bars: Sequence[tuple[str, float, float | None, float | None]], *, title: str, x_label: str,
