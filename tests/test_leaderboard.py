@@ -219,12 +219,13 @@ def test_the_two_process_build_writes_what_one_process_writes(tmp_path) -> None:
     assert dumps[0] == dumps[1] and "INSERT INTO" in dumps[0]
 
 
-def test_a_record_that_passes_the_schema_but_not_the_checks_publishes_nothing(tmp_path) -> None:
+@pytest.mark.parametrize("processes", [2, 1])
+def test_a_record_that_passes_the_schema_but_not_the_checks_publishes_nothing(tmp_path, processes: int) -> None:
     """The pages are built from records parsed by the schema alone while a second process checks
     them; a record whose summary its own outcomes do not support stops the build before anything
-    is published, and the staging folder is removed."""
+    is published, and the staging folder is removed (in one process: before any page is rendered)."""
     write_synthetic_records(tmp_path / "results", 24)
-    build_site(tmp_path / "results", tmp_path / "site")
+    build_site(tmp_path / "results", tmp_path / "site", processes=processes)
     before = {p: p.read_bytes() for p in (tmp_path / "site").rglob("*.html")}
     victim = sorted((tmp_path / "results").rglob("*.json"))[3]
     data = json.loads(victim.read_text())
@@ -232,9 +233,43 @@ def test_a_record_that_passes_the_schema_but_not_the_checks_publishes_nothing(tm
     stated["acc"] = stated["ci_low"] + 0.25 * (stated["ci_high"] - stated["ci_low"])  # in its CI; not the outcomes'
     victim.write_text(json.dumps(data))
     with pytest.raises(BenchError, match=r"(?s)1 invalid record.*robust"):
-        build_site(tmp_path / "results", tmp_path / "site")
+        build_site(tmp_path / "results", tmp_path / "site", processes=processes)
     assert {p: p.read_bytes() for p in (tmp_path / "site").rglob("*.html")} == before  # the old site stands
     assert not (tmp_path / "site.building").exists()
+
+
+@pytest.mark.parametrize("ready_after", [0, 2, None])
+def test_the_site_wide_pages_are_rendered_once_between_chunks_or_after_the_last(ready_after: int | None) -> None:
+    """The parent draws entry pages until the check has reported, then renders the site-wide pages
+    once: between two chunks as soon as the check is ready, or after its last chunk."""
+    from bench.publish.forked import WorkCounter
+    from bench.publish.leaderboard import _drawn_until
+
+    counter, polls, events = WorkCounter(10, chunk=3), [], []
+
+    def ready() -> bool:
+        polls.append(len(events))
+        return ready_after is not None and len(polls) > ready_after
+
+    for position in _drawn_until(counter, ready, lambda: events.append("site pages")):
+        events.append(position)
+    pages_at = events.index("site pages")
+    assert [e for e in events if e != "site pages"] == list(range(10)) and events.count("site pages") == 1
+    assert pages_at == {0: 0, 2: 6, None: 10}[ready_after]
+
+
+def test_a_failing_site_wide_step_stops_the_entry_pages() -> None:
+    from bench.publish.forked import WorkCounter
+    from bench.publish.leaderboard import _drawn_until
+
+    def fail() -> None:
+        raise BenchError("1 invalid record(s)")
+
+    drawn = []
+    with pytest.raises(BenchError, match="invalid"):
+        for position in _drawn_until(WorkCounter(10, chunk=3), lambda: len(drawn) >= 3, fail):
+            drawn.append(position)
+    assert drawn == [0, 1, 2]
 
 
 def test_a_forked_call_returns_its_value_and_raises_its_error() -> None:

@@ -71,6 +71,10 @@ class Forked(Generic[T]):
             return value
         raise value
 
+    def ready(self) -> bool:
+        """Whether :meth:`result` would return without waiting (the child has reported or exited)."""
+        return self.inline is not None or self.connection.poll()
+
     def cancel(self) -> None:
         if self.process is not None and self.process.is_alive():
             self.process.terminate()

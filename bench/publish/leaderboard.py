@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import (
     Boolean,
@@ -553,14 +553,17 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     "re-run by CI" badge. Raises :class:`BenchError` listing every invalid record (nothing is
     published then).
 
-    Two processes share the work (:mod:`bench.publish.forked`): this one reads the record files and
-    forks; both parse the texts by the schema (:func:`bench.publish.records.parse_unchecked`), then
-    the child runs every further check on its records (:func:`bench.publish.records.check_parsed`,
-    the same checks as ``bench validate``) while this one ranks. The site goes live only after the
-    check reports no invalid record (otherwise the staging folder is deleted and the errors
-    raised). The pages are then rendered by both processes, drawing entry pages from one shared counter.
+    Three processes share the work (:mod:`bench.publish.forked`), two at a time: this one reads the
+    record files, parses them by the schema (:func:`bench.publish.records.parse_unchecked`) and forks
+    a checking child, which runs every further check on the same parsed records
+    (:func:`bench.publish.records.check_parsed`, the same checks as ``bench validate``) and then
+    computes what only the site-wide pages need (the paper's re-runs, the protocol effects), while
+    this one ranks. A page child then starts on the entry pages, which this process joins after
+    writing the downloads and, once the check has passed, the site-wide pages; both draw entry pages
+    from one shared counter. The site goes live only after the check reports no invalid record
+    (otherwise the staging folder is deleted and the errors raised).
     ``processes=1`` does the same work in this process alone (the same files)."""
-    from bench.publish.forked import WorkCounter, can_fork
+    from bench.publish.forked import Forked, WorkCounter, can_fork
     from bench.publish.forked import start as start_forked
     from bench.publish.literature import LITERATURE_DIR, validate_literature
     from bench.publish.records import parse_unchecked, read_record_texts, record_files
@@ -571,20 +574,16 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     files = record_files([records_dir]) if records_dir.exists() else []
     texts, errors = read_record_texts(files)
     alone = processes < 2 or not can_fork()
-    if alone:
-        pairs, schema_errors = parse_unchecked(texts)
-        check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=True)
-    else:
-        # forked before parsing, and both processes parse the texts (a pure function of the text:
-        # equal records). Forked after parsing, the two shared the parsed records copy-on-write and
-        # every reference-count write copied a page: ~40,000 page copies and half a second more on
-        # each side of a 10,000-record build, more than the parse the child now does itself.
-        check = start_forked("record check", _parse_check_and_compare, texts, records_dir)
-        pairs, schema_errors = parse_unchecked(texts)
+    pairs, schema_errors = parse_unchecked(texts)
     errors += schema_errors
+    # Forked after the one parse: the child checks the records it shares copy-on-write with this
+    # process (each process's reference-count writes copy the pages they touch, which costs less
+    # than a second parse in the child did), then computes what only the site-wide pages need.
+    check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=alone)
     mark("reading and parsing")
     checked: list[str] | None = None
     staging: Path | None = None
+    pages: Forked[int] | None = None
     try:
         literature, literature_errors = validate_literature(records_dir / LITERATURE_DIR)
         errors += literature_errors
@@ -593,11 +592,37 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             raise _invalid(errors + checked, files)
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
-        report = check.result()
-        checked = report.errors
-        mark("waiting for the record check and the paper's re-runs")
-        site.add_comparisons(report)
+        if alone and check.result().errors:  # checked inline already: render nothing
+            checked = check.result().errors
+            raise _invalid(checked, files)
+        # The entry pages need none of the check's results: a second child starts on them now, and
+        # this process joins it after the downloads, rendering the site-wide pages in between once
+        # the check has reported (nothing goes live before it has passed).
+        counter = WorkCounter(len({row.entry for row in site.rows}))
+        pages = start_forked("page rendering", site.render_entry_pages, counter, inline=alone)
+        site.write_downloads()
+        mark("downloads")
+
+        waited: list[float] = []
+
+        def site_pages() -> None:
+            nonlocal checked
+            since = time.perf_counter()
+            report = check.result()
+            waited.append(time.perf_counter() - since)
+            checked = report.errors
+            if checked:
+                raise _invalid(checked, files)
+            site.add_check_results(report)
+            site.render_site_pages()
+
+        entries = site.render_entry_pages(_drawn_until(counter, check.ready, site_pages))
+        entries += pages.result()
+        mark("pages, both processes")
+        phases["of which waiting for the record check"] = sum(waited)
     except BaseException as failure:
+        if pages is not None:
+            pages.cancel()
         if staging is not None and staging.exists():
             shutil.rmtree(staging)
         if checked is None and not isinstance(failure, Exception):  # e.g. Ctrl-C: stop the child too
@@ -609,20 +634,6 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
                 checked = []
             if checked:
                 raise _invalid(checked, files) from None
-        raise
-    if checked:
-        shutil.rmtree(staging)
-        raise _invalid(checked, files)
-    counter = WorkCounter(len({row.entry for row in site.rows}))
-    pages = start_forked("page rendering", site.render_pages, True, counter, inline=alone)
-    try:
-        site.write_downloads()
-        entries = site.render_pages(False, counter)
-        entries += pages.result()
-        mark("pages, both processes")
-    except BaseException:
-        pages.cancel()
-        shutil.rmtree(staging)
         raise
     if out.exists():
         previous = out.with_name(out.name + ".previous")
@@ -636,6 +647,19 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             "seconds": time.perf_counter() - started, "out": str(out), "phases": phases}
 
 
+def _drawn_until(counter: WorkCounter, ready: Callable[[], bool], then: Callable[[], None]) -> Iterator[int]:
+    """The positions this process draws from ``counter``, calling ``then()`` once: between two
+    chunks as soon as ``ready()``, else after the last."""
+    pending = True
+    for chunk in iter(counter.take, range(0)):
+        if pending and ready():
+            pending = False
+            then()
+        yield from chunk
+    if pending:
+        then()
+
+
 def _invalid(errors: list[str], files: list[Path]) -> BenchError:
     """The build's error for invalid records: their messages file by file (in the order of ``files``)."""
     from bench.publish.records import in_file_order
@@ -647,26 +671,22 @@ def _invalid(errors: list[str], files: list[Path]) -> BenchError:
 @dataclass(frozen=True)
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
-    none, what needs only the records: the paper's tables beside their toy re-runs and the figure
-    re-runs (:mod:`bench.publish.paper`)."""
+    none, what only the site-wide pages need from the records: the paper's tables beside their toy
+    re-runs and the figure re-runs (:mod:`bench.publish.paper`), and the protocol effects
+    (:func:`bench.publish.effects.protocol_effects`)."""
 
     errors: list[str]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
-
-
-def _parse_check_and_compare(texts: list[tuple[Path, str]], records_dir: Path) -> _CheckReport:
-    """:func:`_check_and_compare` on this process's own parse of ``texts`` (the records the schema
-    rejects are reported by the parent's parse of the same texts)."""
-    from bench.publish.records import parse_unchecked
-
-    return _check_and_compare(parse_unchecked(texts)[0], records_dir)
+    effects: list[Any] = field(default_factory=list)
 
 
 def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
-    """The second process's share of a build: every record check beyond the schema on the parsed
+    """The checking process's share of a build: every record check beyond the schema on the parsed
     records (:func:`bench.publish.records.check_parsed`), then, if all pass, the paper's table and
-    figure re-runs from them, while the first process ranks."""
+    figure re-runs and the protocol effects from them, while the first process ranks and the entry
+    pages are rendered."""
+    from bench.publish.effects import protocol_effects
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
@@ -674,7 +694,8 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _
     if errors:
         return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
+    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda pair: pair[0])
+    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir), protocol_effects(by_path))
 
 
 @dataclass
@@ -732,35 +753,30 @@ class _SiteInputs:
         mark("front-page figures")
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
-    def add_comparisons(self, report: _CheckReport) -> None:
-        """What the checking process computed from the records: the paper's table and figure re-runs."""
-        self.context.update(tables=report.tables, reruns=report.reruns)
+    def add_check_results(self, report: _CheckReport) -> None:
+        """What the checking process computed from the records for the site-wide pages: the paper's
+        table and figure re-runs and the protocol effects (:class:`bench.publish.effects.Effect`:
+        approximate protocols against exact, paired)."""
+        from bench.publish.effects import literature_effects
 
-    def _add_effects(self) -> None:
-        """The protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols against
-        exact, paired), which only the front and effects pages show: computed by the process that
-        renders them, in the pages' share of the build rather than on the ranking's or the check's
-        path (the two are both busy until the pages start)."""
-        from bench.publish.effects import literature_effects, protocol_effects
-
-        effects = protocol_effects([(row.path, parsed(row)) for row in self.rows])  # rows are in path order
-        self.context["effects"] = effects
+        effects = report.effects
+        self.context.update(tables=report.tables, reruns=report.reruns, effects=effects)
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
 
-    def render_pages(self, child: bool, counter: WorkCounter) -> int:
-        """One process's share of the pages; returns the entry pages it wrote. The child first computes
-        the protocol effects and renders the front, metrics, submit, effects and paper pages, the
-        parent first writes the downloads (:meth:`write_downloads`); then both take entry pages from
-        ``counter`` until none are left, so whichever is done first takes more (no fixed split to
-        tune per machine or board)."""
+    def render_site_pages(self) -> None:
+        """The front, metrics, submit, effects and paper pages (after :meth:`add_check_results`)."""
         common = {"built_at": self.built_at, "root": ".", "rank_resamples": RANK_RESAMPLES, "rank_seed": RANK_SEED}
-        if child:
-            self._add_effects()
-            for page in ("index", "metrics", "submit", "effects", "paper"):
-                (self.staging / f"{page}.html").write_text(
-                    self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
-        return _render_entries(self.env, self.rows, self.tracks, self.staging / "entries", self.built_at, counter)
+        for page in ("index", "metrics", "submit", "effects", "paper"):
+            (self.staging / f"{page}.html").write_text(
+                self.env.get_template(f"{page}.html").render(**common, **self.context), encoding="utf-8")
+
+    def render_entry_pages(self, positions: Iterable[int]) -> int:
+        """The entry pages at ``positions`` (in name order), e.g. those this process draws from a
+        :class:`bench.publish.forked.WorkCounter` (both processes draw until none are left, so
+        whichever has less else to do renders more: no fixed split to tune per machine or board);
+        returns how many it wrote."""
+        return _render_entries(self.env, self.rows, self.tracks, self.staging / "entries", self.built_at, positions)
 
     def write_downloads(self) -> None:
         """The stylesheet, the SQLite database and the downloadable records, exactly the validated files."""
