@@ -214,6 +214,8 @@ def _corrupt(data: dict, how: str) -> str:
         s["clean_correct"][0] = data["eval_draws"] + 1
     elif how == "draw-string":
         s["adv_preds"][0] = s["adv_preds"][0][:-1]
+    elif how == "non-ascii-digit":  # str.isdigit() accepts it; the per-draw decoder does not
+        s["adv_preds"][0] = "\u0663" + s["adv_preds"][0][1:]
     elif how == "summary":
         e = data["robust"]["expected"]
         e["acc"] = e["ci_low"] + 0.25 * (e["ci_high"] - e["ci_low"])
@@ -230,8 +232,8 @@ def _corrupt(data: dict, how: str) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize("how", ["none", "label", "short-list", "count-above-k", "draw-string", "summary", "entry",
-                                 "future", "unknown-attack", "schema", "not-json"])
+@pytest.mark.parametrize("how", ["none", "label", "short-list", "count-above-k", "draw-string", "non-ascii-digit",
+                                 "summary", "entry", "future", "unknown-attack", "schema", "not-json"])
 def test_the_split_check_reports_exactly_what_the_record_validator_reports(exported_records, how) -> None:
     """The site build parses by the schema alone and checks the parsed objects in a second process
     (parse_unchecked + check_parsed, also behind `bench validate`); for every kind of broken record
@@ -249,3 +251,5 @@ def test_the_split_check_reports_exactly_what_the_record_validator_reports(expor
     split = [line for error in errors for line in error.split("\n")]
     assert split == whole
     assert (how == "none") == (len(valid) == 1 and not whole)
+    if how in ("draw-string", "non-ascii-digit"):
+        assert any("samples.adv_preds must be" in line for line in whole), whole

@@ -243,8 +243,11 @@ class Record(BaseModel):
                 raise ValueError(f"schema 2 records carry per-draw outcomes; samples.{', samples.'.join(absent)} missing")
             width = pred_width(self.dataset.name)
             for name, rows in per_draw.items():
-                # one C-level pass per check (a site build checks millions of draws)
-                if len(rows) != n or set(map(len, rows)) != {k * width} or not "".join(rows).isdigit():
+                # C-level passes (a site build checks millions of draws); ASCII digits only: str.isdigit
+                # also accepts other scripts' digits, which the decoder (decode_preds) cannot read
+                joined = "".join(rows)
+                if len(rows) != n or set(map(len, rows)) != {k * width} or not (joined.isascii() and
+                                                                                 joined.encode().isdigit()):
                     raise ValueError(f"samples.{name} must be {n} strings of eval_draws={k} classes of {width} digit(s)")
         elif any(value is not None for value in per_draw.values()):
             raise ValueError("per-draw outcomes need schema_version 2")
