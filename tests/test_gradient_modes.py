@@ -65,6 +65,9 @@ def test_a_surrogate_with_the_purifiers_own_steps_is_exact(name: str, own: int) 
 def test_unknown_modes_and_impossible_surrogates_are_refused() -> None:
     with pytest.raises(ConfigError, match="gradient='bdpa' is not one of"):
         parse_gradient_mode("bdpa")
+    for digits in ("0", "\u00b2", "\u0663"):  # superscript two, Arabic-Indic three: str.isdigit() says yes
+        with pytest.raises(ConfigError, match="is not one of"):
+            parse_gradient_mode(f"surrogate:{digits}")
     _, target, x, y, noise = _setup("gdmp")
     with pytest.raises(ConfigError, match="has no surrogate"):
         _grad(target, x, y, noise, "surrogate:2")

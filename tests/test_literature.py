@@ -37,3 +37,10 @@ def test_literature_records_without_source_or_protocol_fail(tmp_path, change, me
     (tmp_path / original.name).write_text(json.dumps(data))
     records, errors = validate_literature(tmp_path)
     assert not records and len(errors) == 1 and message in errors[0] and original.name in errors[0]
+
+
+def test_tables_sort_by_number_and_a_superscript_in_a_name_is_not_a_crash() -> None:
+    from bench.publish.literature import _table_order
+
+    names = ["Table 12", "Table 3", "Table 3\u00b2", "Sec. 5"]
+    assert sorted(names, key=_table_order) == ["Table 3", "Table 3\u00b2", "Sec. 5", "Table 12"]

@@ -68,7 +68,7 @@ def test_dw_semi_evaluation_uses_one_of_the_known_sets() -> None:
     assert set(chosen) <= known and len(set(chosen)) == 4
 
 
-@pytest.mark.parametrize("bad", ["dw_semi", "dw_semi:0", "dw_semi:x"])
+@pytest.mark.parametrize("bad", ["dw_semi", "dw_semi:0", "dw_semi:x", "dw_semi:\u00b2", "dw_semi:\u0663"])
 def test_bad_semi_setting(bad: str) -> None:
     with pytest.raises(ConfigError, match="positive number"):
         parse_setting(bad)

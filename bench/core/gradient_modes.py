@@ -68,6 +68,6 @@ def parse_gradient_mode(text: str) -> GradientMode:
     if text in GRADIENT_MODES and text != "surrogate:K":  # the modes without a parameter
         return GradientMode(text)
     kind, _, steps = text.partition(":")
-    if kind == "surrogate" and steps.isdigit() and int(steps) >= 1:
+    if kind == "surrogate" and steps.isascii() and steps.isdigit() and int(steps) >= 1:  # ASCII: isdigit passes "²"
         return GradientMode("surrogate", int(steps))
     raise ConfigError(f"gradient={text!r} is not one of {', '.join(GRADIENT_MODES)} (e.g. surrogate:5)")

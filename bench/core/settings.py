@@ -93,7 +93,7 @@ def parse_setting(text: str) -> Setting:
         return Setting(text)
     if text.startswith("dw_semi"):
         _, _, k = text.partition(":")
-        if not k.isdigit() or int(k) < 1:
+        if not (k.isascii() and k.isdigit()) or int(k) < 1:  # isdigit alone passes e.g. '²', which int() refuses
             raise ConfigError(
                 f"setting {text!r}: dw_semi needs a positive number of noise sets, e.g. 'dw_semi:128'"
             )

@@ -115,7 +115,9 @@ def validate_literature(folder: Path) -> tuple[list[tuple[Path, LiteratureRecord
 
 
 def _table_order(table: str) -> tuple[int, str]:
-    digits = "".join(c for c in table if c.isdigit())
+    """("Table 12" sorts after "Table 3") by the table's ASCII digits: str.isdigit() also takes e.g.
+    a superscript "²", which int() refuses."""
+    digits = "".join(c for c in table if c.isascii() and c.isdigit())
     return (int(digits) if digits else 10**6, table)
 
 
