@@ -208,6 +208,10 @@ def _corrupt(data: dict, how: str) -> str:
     s = data["samples"]
     if how == "label":
         s["label"][0] = 99
+    elif how == "wrong-label":  # a class of the dataset, not this image's; every draw shifted alike (same outcomes)
+        s["label"][1] = (s["label"][1] + 1) % 10
+        for name in ("clean_preds", "adv_preds", "select_preds"):
+            s[name][1] = "".join(str((int(c) + 1) % 10) for c in s[name][1])
     elif how == "short-list":
         s["adv_correct"] = s["adv_correct"][:-1]
     elif how == "count-above-k":
@@ -232,7 +236,7 @@ def _corrupt(data: dict, how: str) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize("how", ["none", "label", "short-list", "count-above-k", "draw-string", "non-ascii-digit",
+@pytest.mark.parametrize("how", ["none", "label", "wrong-label", "short-list", "count-above-k", "draw-string", "non-ascii-digit",
                                  "summary", "entry", "future", "unknown-attack", "schema", "not-json"])
 def test_the_split_check_reports_exactly_what_the_record_validator_reports(exported_records, how) -> None:
     """The site build parses by the schema alone and checks the parsed objects in a second process
@@ -253,3 +257,5 @@ def test_the_split_check_reports_exactly_what_the_record_validator_reports(expor
     assert (how == "none") == (len(valid) == 1 and not whole)
     if how in ("draw-string", "non-ascii-digit"):
         assert any("samples.adv_preds must be" in line for line in whole), whole
+    if how == "wrong-label":
+        assert any("1 label(s) differ from the toy test split: index" in line for line in whole), whole
