@@ -546,17 +546,19 @@ def threat_label(norm: str, eps: float) -> str:
     return f"{norm}-{eps:g}"
 
 
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """``key=value`` for the options that differ from the defaults; tuples (dataclass defaults)
     and lists (JSON-stored configs) compare as equal sequences."""
-    def plain(value: Any) -> Any:
-        return list(value) if isinstance(value, tuple) else value
-
-    def shown(value: Any) -> str:
-        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-    return [f"{k}={shown(config[k])}" for k in sorted(config)
-            if k not in ignore and plain(config.get(k)) != plain(defaults.get(k))]
+    return [f"{k}={_shown(config[k])}" for k in sorted(config)
+            if k not in ignore and _plain(config[k]) != _plain(defaults.get(k))]
 
 
 @functools.lru_cache(maxsize=256)
