@@ -46,3 +46,25 @@ def test_rob_m_of_the_chosen_attack() -> None:
     select = np.array([[[0, 0]], [[1, 1]]], dtype=bool)
     curve = selected_worst_rob_m(select, np.array([[1], [2]]), draws=2)
     assert curve.tolist() == [[0.5, 0.0]]  # attack 0: one of two draws correct
+
+
+def test_leading_entry_axes_give_each_entry_its_own_result_bit_for_bit() -> None:
+    """The site ranks all entries of a track at once as (entries, attacks, n, K) arrays; each
+    entry's worst case, Rob(M), min rule and Rob(M) intervals equal its own computation exactly."""
+    from bench.core.metrics import mean_intervals
+    from bench.publish.worstcase import min_rule, selected_worst, selected_worst_rob_m
+
+    rng = np.random.default_rng(5)
+    entries, attacks, n, k = 7, 3, 64, 10
+    select = rng.random((entries, attacks, n, k)) < rng.random((entries, attacks, n, 1))
+    evaluate = rng.random((entries, attacks, n, k)) < rng.random((entries, attacks, n, 1))
+    counts = evaluate.sum(axis=-1)
+    worst, rob_m, rule = selected_worst(select, evaluate), selected_worst_rob_m(select, counts, k), min_rule(evaluate)
+    means, lows, highs = mean_intervals(rob_m)
+    for e in range(entries):
+        assert np.array_equal(worst[e], selected_worst(select[e], evaluate[e]))
+        assert np.array_equal(rob_m[e], selected_worst_rob_m(select[e], counts[e], k))
+        assert np.array_equal(rule[e], min_rule(evaluate[e])) and rule[e].mean() == rule.mean(axis=1)[e]
+        assert float(worst[e].mean()) == worst.mean(axis=1)[e]
+        one = mean_intervals(rob_m[e])
+        assert all(np.array_equal(a[e], b) for a, b in zip((means, lows, highs), one))

@@ -182,10 +182,11 @@ def _resample_counts(n: int, resamples: int, seed: int) -> "np.ndarray":
     return counts
 
 
-def resubmission_estimates(correct: list[int], draws: int) -> "np.ndarray":
+def resubmission_estimates(correct: "list[int] | np.ndarray", draws: int) -> "np.ndarray":
     """Per-sample unbiased estimates of Rob(M), M = 1..K: C(c, M) / C(K, M) for a sample with c
     of K draws correct (DiffHammer, Theorem 2: the fraction of the C(K, M) M-subsets of the K
-    i.i.d. draws that are all correct). Returns (N, K) floats; column M−1 is Rob(M)."""
+    i.i.d. draws that are all correct). ``correct``: (N,) counts, or any shape (...). Returns
+    (N, K) (or (..., K)) floats; column M−1 is Rob(M)."""
     import numpy as np
 
     counts = np.asarray(correct, dtype=int)
@@ -225,12 +226,13 @@ def resubmission_curve(correct: list[int], draws: int) -> list[dict[str, float]]
 def mean_intervals(columns: "np.ndarray") -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
     """:func:`mean_interval` of every column of (n, M) per-image values at once: (means, lows,
     highs), each (M,), equal bit for bit to one call per column (each column is summed as a
-    contiguous row, as numpy sums a 1-D array). A site build takes ~20,000 such intervals."""
+    contiguous row, as numpy sums a 1-D array). Leading axes (..., n, M) are independent sets of
+    columns, giving (..., M) each. A site build takes ~20,000 such intervals."""
     import numpy as np
 
-    rows = np.ascontiguousarray(np.asarray(columns, dtype=float).T)  # (M, n)
-    means = rows.mean(axis=1) if rows.shape[1] else np.zeros(rows.shape[0])
-    low, high = wilson_intervals(means, rows.shape[1])
+    rows = np.ascontiguousarray(np.swapaxes(np.asarray(columns, dtype=float), -1, -2))  # (..., M, n)
+    means = rows.mean(axis=-1) if rows.shape[-1] else np.zeros(rows.shape[:-1])
+    low, high = wilson_intervals(means, rows.shape[-1])
     return means, low, high
 
 

@@ -557,10 +557,10 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     record files, parses them by the schema (:func:`bench.publish.records.parse_unchecked`) and forks
     a checking child, which runs every further check on the same parsed records
     (:func:`bench.publish.records.check_parsed`, the same checks as ``bench validate``) and then
-    computes what only the site-wide pages need (the paper's re-runs, the protocol effects), while
-    this one ranks. A page child then starts on the entry pages, which this process joins after
-    writing the downloads and, once the check has passed, the site-wide pages; both draw entry pages
-    from one shared counter. The site goes live only after the check reports no invalid record
+    matches the paper's tables and figures to their re-runs, while this one ranks. A page child then
+    starts on the entry pages, which this process joins after writing the downloads, computing the
+    protocol effects and, once the check has passed, rendering the site-wide pages; both draw entry
+    pages from one shared counter. The site goes live only after the check reports no invalid record
     (otherwise the staging folder is deleted and the errors raised).
     ``processes=1`` does the same work in this process alone (the same files)."""
     from bench.publish.forked import Forked, WorkCounter, can_fork
@@ -578,7 +578,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     errors += schema_errors
     # Forked after the one parse: the child checks the records it shares copy-on-write with this
     # process (each process's reference-count writes copy the pages they touch, which costs less
-    # than a second parse in the child did), then computes what only the site-wide pages need.
+    # than a second parse in the child did), then matches the paper's tables to their re-runs.
     check = start_forked("record check", _check_and_compare, pairs, records_dir, inline=alone)
     mark("reading and parsing")
     checked: list[str] | None = None
@@ -596,12 +596,14 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
             checked = check.result().errors
             raise _invalid(checked, files)
         # The entry pages need none of the check's results: a second child starts on them now, and
-        # this process joins it after the downloads, rendering the site-wide pages in between once
-        # the check has reported (nothing goes live before it has passed).
+        # this process joins it after the downloads and the protocol effects, rendering the site-wide
+        # pages in between once the check has reported (nothing goes live before it has passed).
         counter = WorkCounter(len({row.entry for row in site.rows}))
         pages = start_forked("page rendering", site.render_entry_pages, counter, inline=alone)
         site.write_downloads()
         mark("downloads")
+        site.add_effects()
+        mark("protocol effects")
 
         waited: list[float] = []
 
@@ -671,22 +673,18 @@ def _invalid(errors: list[str], files: list[Path]) -> BenchError:
 @dataclass(frozen=True)
 class _CheckReport:
     """What the checking process sends back: every invalid record's messages and, when there are
-    none, what only the site-wide pages need from the records: the paper's tables beside their toy
-    re-runs and the figure re-runs (:mod:`bench.publish.paper`), and the protocol effects
-    (:func:`bench.publish.effects.protocol_effects`)."""
+    none, the paper's tables beside their toy re-runs and the figure re-runs
+    (:mod:`bench.publish.paper`), which only the site-wide pages show."""
 
     errors: list[str]
     tables: list[Any] = field(default_factory=list)
     reruns: list[Any] = field(default_factory=list)
-    effects: list[Any] = field(default_factory=list)
 
 
 def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _CheckReport:
     """The checking process's share of a build: every record check beyond the schema on the parsed
     records (:func:`bench.publish.records.check_parsed`), then, if all pass, the paper's table and
-    figure re-runs and the protocol effects from them, while the first process ranks and the entry
-    pages are rendered."""
-    from bench.publish.effects import protocol_effects
+    figure re-runs from them, while the first process ranks and the entry pages are rendered."""
     from bench.publish.paper import paper_reruns, table_reruns
     from bench.publish.records import check_parsed
 
@@ -694,8 +692,7 @@ def _check_and_compare(pairs: list[tuple[Path, Record]], records_dir: Path) -> _
     if errors:
         return _CheckReport(errors)
     toy = [(file, record) for file, record in records if record.dataset.name == "toy"]
-    by_path = sorted(((str(file.relative_to(records_dir)), record) for file, record in records), key=lambda pair: pair[0])
-    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir), protocol_effects(by_path))
+    return _CheckReport([], table_reruns(toy, root=records_dir), paper_reruns(records_dir))
 
 
 @dataclass
@@ -753,16 +750,19 @@ class _SiteInputs:
         mark("front-page figures")
         return cls(records_dir, paths, rows, tracks, env, staging, _built_at(records), context)
 
-    def add_check_results(self, report: _CheckReport) -> None:
-        """What the checking process computed from the records for the site-wide pages: the paper's
-        table and figure re-runs and the protocol effects (:class:`bench.publish.effects.Effect`:
-        approximate protocols against exact, paired)."""
-        from bench.publish.effects import literature_effects
+    def add_effects(self) -> None:
+        """The protocol effects (:class:`bench.publish.effects.Effect`: approximate protocols against
+        exact, paired), which only the site-wide pages show."""
+        from bench.publish.effects import literature_effects, protocol_effects
 
-        effects = report.effects
-        self.context.update(tables=report.tables, reruns=report.reruns, effects=effects)
+        effects = protocol_effects([(row.path, parsed(row)) for row in self.rows])  # rows are in path order
+        self.context["effects"] = effects
         self.env.globals["toy_effects"] = lambda record, row: literature_effects(
             effects, record.bench_defense, row.protocol.gradient, row.protocol.attack)
+
+    def add_check_results(self, report: _CheckReport) -> None:
+        """What the checking process computed from the records: the paper's table and figure re-runs."""
+        self.context.update(tables=report.tables, reruns=report.reruns)
 
     def render_site_pages(self) -> None:
         """The front, metrics, submit, effects and paper pages (after :meth:`add_check_results`)."""

@@ -30,39 +30,40 @@ from bench.core.metrics import resubmission_estimates
 
 
 def _choice(select_acc: np.ndarray) -> np.ndarray:
-    """(A, n) selection accuracies -> (A, n) weights: 1/|C_i| for the attacks tied at the minimum."""
-    chosen = select_acc == select_acc.min(axis=0, keepdims=True)
-    return chosen / chosen.sum(axis=0, keepdims=True)
+    """(..., A, n) selection accuracies -> (..., A, n) weights: 1/|C_i| for the attacks tied at the minimum."""
+    chosen = select_acc == select_acc.min(axis=-2, keepdims=True)
+    return chosen / chosen.sum(axis=-2, keepdims=True)
 
 
 def selected_worst(select_correct: np.ndarray, eval_correct: np.ndarray) -> np.ndarray:
     """Per-image worst case chosen by the selection draws and scored by the evaluation draws.
 
     Args:
-        select_correct: (A, n, K) bool, attack a's selection draw k on image i was correct.
-        eval_correct: (A, n, K') bool, the same for the evaluation draws.
+        select_correct: (..., A, n, K) bool, attack a's selection draw k on image i was correct
+            (leading axes: independent entries, each computed as on its own, bit for bit).
+        eval_correct: (..., A, n, K') bool, the same for the evaluation draws.
     Returns:
-        (n,) floats in [0, 1].
+        (..., n) floats in [0, 1].
     """
-    weights = _choice(np.asarray(select_correct, dtype=float).mean(axis=2))
-    return (weights * np.asarray(eval_correct, dtype=float).mean(axis=2)).sum(axis=0)
+    weights = _choice(np.asarray(select_correct, dtype=float).mean(axis=-1))
+    return (weights * np.asarray(eval_correct, dtype=float).mean(axis=-1)).sum(axis=-2)
 
 
 def selected_worst_rob_m(select_correct: np.ndarray, eval_counts: np.ndarray, draws: int) -> np.ndarray:
-    """(n, K) per-image Rob(M), M = 1..K, of the attack chosen per image by the selection draws.
+    """(..., n, K) per-image Rob(M), M = 1..K, of the attack chosen per image by the selection draws.
 
     Args:
-        select_correct: (A, n, K) bool selection outcomes.
-        eval_counts: (A, n) correct evaluation draws per attack and image (0..K).
+        select_correct: (..., A, n, K) bool selection outcomes.
+        eval_counts: (..., A, n) correct evaluation draws per attack and image (0..K).
     """
-    weights = _choice(np.asarray(select_correct, dtype=float).mean(axis=2))  # (A, n)
-    estimates = np.stack([resubmission_estimates(list(c), draws) for c in np.asarray(eval_counts)])  # (A, n, K)
-    return (weights[:, :, None] * estimates).sum(axis=0)
+    weights = _choice(np.asarray(select_correct, dtype=float).mean(axis=-1))  # (..., A, n)
+    estimates = resubmission_estimates(np.asarray(eval_counts), draws)  # (..., A, n, K)
+    return (weights[..., None] * estimates).sum(axis=-3)
 
 
 def min_rule(eval_correct: np.ndarray) -> np.ndarray:
-    """The replaced rule: per image, the lowest evaluation accuracy over the attacks, (n,)."""
-    return np.asarray(eval_correct, dtype=float).mean(axis=2).min(axis=0)
+    """The replaced rule: per image, the lowest evaluation accuracy over the attacks, (..., n)."""
+    return np.asarray(eval_correct, dtype=float).mean(axis=-1).min(axis=-2)
 
 
 @dataclass(frozen=True)
