@@ -69,6 +69,9 @@ def test_percentiles_equal_numpy_bit_for_bit(shape: tuple[int, ...], axis: int, 
         expected = np.percentile(values, q, axis=axis)
         got = percentiles(values, q, axis=axis)
         assert got.shape == expected.shape and np.array_equal(got, expected), q
+        scratch = values.copy()
+        assert np.array_equal(percentiles(scratch, q, axis=axis, overwrite_input=True), expected), q
+        assert sorted(scratch.ravel().tolist()) == sorted(values.ravel().tolist())  # reordered, not changed
 
 
 def test_paired_differences_in_one_batch_equal_one_call_each() -> None:

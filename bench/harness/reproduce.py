@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.core.errors import ConfigError, UnknownNameError
-from bench.protocols import PROTOCOL_DIR, read_toml
+from bench.protocols import PROTOCOL_DIR, is_reproduction, read_toml
 from bench.harness.runner import RunRequest
 
 FORWARD_SHARE = 1 / 3  # a forward-only call costs about a third of forward+backward (one forward, backward ≈ 2)
@@ -86,8 +86,7 @@ class Cell:
 def available() -> list[str]:
     found = []
     for path in sorted(PROTOCOL_DIR.glob("*.toml")):
-        data = read_toml(path)
-        if "cells" in data or "subjects" in data:
+        if is_reproduction(path):
             found.append(path.stem)
     return found
 

@@ -26,12 +26,24 @@ def read_toml(path: Path) -> dict[str, Any]:
     up hundreds of times, and parsing them each time took most of a second."""
     import copy
 
+    return copy.deepcopy(_parsed_toml(path))
+
+
+def is_reproduction(path: Path) -> bool:
+    """Whether the TOML file at ``path`` is a paper reproduction (``cells`` or ``subjects``) rather
+    than an evaluation protocol (read from the cached parse: no copy)."""
+    data = _parsed_toml(path)
+    return "cells" in data or "subjects" in data
+
+
+def _parsed_toml(path: Path) -> dict[str, Any]:
+    """The cached parse itself (callers must not change it)."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _parsed_files:
         with path.open("rb") as handle:
             _parsed_files[key] = tomllib.load(handle)
-    return copy.deepcopy(_parsed_files[key])
+    return _parsed_files[key]
 
 
 PAPER = "paper"
@@ -92,8 +104,7 @@ def available() -> list[str]:
 
 
 def _kind(path: Path) -> str:
-    data = read_toml(path)
-    return "reproduction" if "cells" in data or "subjects" in data else "evaluation"
+    return "reproduction" if is_reproduction(path) else "evaluation"
 
 
 def load_protocol(key: str) -> Protocol:

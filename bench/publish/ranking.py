@@ -108,7 +108,7 @@ def rank_intervals(per_entry: Mapping[str, Sequence[float]], resamples: int = RA
     names, values = _values(per_entry)
     point = competition_ranks(values.mean(axis=1))
     boot = competition_ranks(resampled_means(values, resample_counts(values.shape[1], resamples, seed)).T)
-    low_q, high_q = percentiles(boot, [2.5, 97.5], axis=0)  # np.percentile's numbers, faster
+    low_q, high_q = percentiles(boot, [2.5, 97.5], axis=0, overwrite_input=True)  # np.percentile's numbers, faster
     low, high = np.floor(low_q).astype(int), np.ceil(high_q).astype(int)
     return {n: (int(point[i]), int(min(low[i], point[i])), int(max(high[i], point[i]))) for i, n in enumerate(names)}
 
