@@ -1,9 +1,9 @@
 """Run one function in a forked child process while the caller goes on (the site build's second core).
 
-A site build holds tens of thousands of records. A forked child inherits them (the texts, or the
-parsed site inputs when the pages are rendered) without copying them up front, where a process
-pool pickles every argument to its workers (a 10,000-record build's parsed records pickle to about
-200 MB, two seconds each way), so this uses ``multiprocessing``'s ``fork`` context with a
+A site build holds tens of thousands of records. A forked child inherits them (the parsed records it
+checks, or the parsed site inputs when it renders pages) without copying them up front, where a
+process pool pickles every argument to its workers (a 10,000-record build's parsed records pickle to
+about 200 MB, two seconds each way), so this uses ``multiprocessing``'s ``fork`` context with a
 ``Process`` (target and arguments are not pickled under fork) and a ``Pipe`` for the child's small
 result (error messages, a count). Where fork is not used (not Linux) or there is one CPU, the
 function runs inline at :func:`start` and :meth:`Forked.result` returns what it returned: the same
