@@ -19,6 +19,7 @@ from typing import Any
 from bench.core.attack import ATTACKS
 from bench.core.errors import BenchError
 from bench.protocols import Protocol
+from bench.publish.records import plain
 
 
 @functools.lru_cache(maxsize=1024)
@@ -39,10 +40,6 @@ def _attack_defaults(attack: str) -> Mapping[str, Any]:
     import dataclasses
 
     return MappingProxyType(json.loads(json.dumps(dataclasses.asdict(ATTACKS.get(attack).config_cls()), default=list)))
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def protocol_differences(record: Any, protocol: Protocol) -> list[str]:
@@ -66,7 +63,7 @@ def protocol_differences(record: Any, protocol: Protocol) -> list[str]:
         differences.append(f"the protocol sets no budgets for defense {record.defense.name}")
     for key, value in (budgets or {}).items():
         stated = record.defense.config.get(key)
-        if _plain(stated) != _plain(value):
+        if plain(stated) != plain(value):
             differences.append(f"defense {key}={stated}, not {value}")
     try:
         expected = _expected_attack_config(protocol.key, record.dataset.name, record.attack.name,
@@ -96,7 +93,7 @@ def _same(a: Any, b: Any) -> bool:
             return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
         except (TypeError, ValueError):
             return False
-    return _plain(a) == _plain(b)
+    return plain(a) == plain(b)
 
 
 def _show(value: Any) -> str:

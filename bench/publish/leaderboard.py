@@ -553,7 +553,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
     "re-run by CI" badge. Raises :class:`BenchError` listing every invalid record (nothing is
     published then).
 
-    Three processes share the work (:mod:`bench.publish.forked`), two at a time: this one reads the
+    Three processes share the two cores (:mod:`bench.publish.forked`): this one reads the
     record files, parses them by the schema (:func:`bench.publish.records.parse_unchecked`) and forks
     a checking child, which runs every further check on the same parsed records
     (:func:`bench.publish.records.check_parsed`, the same checks as ``bench validate``) and then
@@ -593,8 +593,7 @@ def _build_site(records_dir: Path, out: Path, verification: list[Path] | None = 
         out, staging = _output_folders(out, records_dir)
         site = _SiteInputs.assemble(records_dir, pairs, literature, staging, verification, mark)
         if alone and check.result().errors:  # checked inline already: render nothing
-            checked = check.result().errors
-            raise _invalid(checked, files)
+            raise _invalid(checked := check.result().errors, files)
         # The entry pages need none of the check's results: a second child starts on them now, and
         # this process joins it after the downloads and the protocol effects, rendering the site-wide
         # pages in between once the check has reported (nothing goes live before it has passed).

@@ -546,7 +546,8 @@ def threat_label(norm: str, eps: float) -> str:
     return f"{norm}-{eps:g}"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A config value as JSON gives it back: tuples (dataclass defaults) as lists (stored configs)."""
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -558,7 +559,7 @@ def _non_default(config: dict[str, Any], defaults: dict[str, Any], ignore: tuple
     """``key=value`` for the options that differ from the defaults; tuples (dataclass defaults)
     and lists (JSON-stored configs) compare as equal sequences."""
     return [f"{k}={_shown(config[k])}" for k in sorted(config)
-            if k not in ignore and _plain(config[k]) != _plain(defaults.get(k))]
+            if k not in ignore and plain(config[k]) != plain(defaults.get(k))]
 
 
 @functools.lru_cache(maxsize=256)
